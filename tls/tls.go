@@ -324,13 +324,13 @@ func (s *Source) getCertificate(hello *cryptotls.ClientHelloInfo) (*cryptotls.Ce
 // Reload re-reads the certificate files now (mode files; it also happens by
 // itself when they change), or re-checks the local leaf against the
 // machine's current addresses (mode local). In mode acme it does nothing:
-// certmagic renews by itself. On error the previous certificate stays in use.
+// certmagic renews by itself. On error the previous certificate stays in
+// use and the error is returned for the caller to log (and shown by Status).
 func (s *Source) Reload() error {
 	switch s.mode {
 	case ModeFiles:
 		changed, err := s.files.reload()
 		if err != nil {
-			s.log.Error("reload certificate files", "cert", s.opts.CertFile, "err", err)
 			return fmt.Errorf("tls: reload: %w", err)
 		}
 		if changed {
