@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are the schema steps, applied in order; step i brings the
+// database from user_version i to i+1 in one transaction. Never edit a
+// step that has shipped: append a new one.
+var migrations = []string{
+	// 1: the first schema.
+	`
+-- settings holds server-wide values such as the last UIDVALIDITY handed out.
+CREATE TABLE settings (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE domains (
+	id      INTEGER PRIMARY KEY,
+	name    TEXT NOT NULL UNIQUE,
+	created INTEGER NOT NULL
+);
+
+CREATE TABLE accounts (
+	id            INTEGER PRIMARY KEY,
+	address       TEXT NOT NULL UNIQUE,
+	domain_id     INTEGER NOT NULL REFERENCES domains(id),
+	password_hash TEXT NOT NULL,
+	quota_bytes   INTEGER NOT NULL DEFAULT 0,
+	used_bytes    INTEGER NOT NULL DEFAULT 0,
+	pop3_delete   TEXT NOT NULL DEFAULT 'expunge',
+	created       INTEGER NOT NULL
+);
+
+CREATE TABLE aliases (
+	id        INTEGER PRIMARY KEY,
+	address   TEXT NOT NULL,
+	domain_id INTEGER NOT NULL REFERENCES domains(id),
+	target    TEXT NOT NULL,
+	UNIQUE (address, target)
+);
+
+CREATE TABLE mailboxes (
+	id             INTEGER PRIMARY KEY,
+	account_id     INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+	name           TEXT NOT NULL,
+	role           TEXT NOT NULL DEFAULT '',
+	uidvalidity    INTEGER NOT NULL,
+	uidnext        INTEGER NOT NULL DEFAULT 1,
+	highest_modseq INTEGER NOT NULL DEFAULT 1,
+	subscribed     INTEGER NOT NULL DEFAULT 1,
+	UNIQUE (account_id, name)
+);
+
+-- blobs are message bytes by SHA-256. data holds small bodies; NULL means
+-- the body is a file under blobs/ named by the hash. refs counts messages.
+CREATE TABLE blobs (
+	id   INTEGER PRIMARY KEY,
+	hash BLOB NOT NULL UNIQUE,
+	size INTEGER NOT NULL,
+	refs INTEGER NOT NULL DEFAULT 0,
+	data BLOB
+);
+
+CREATE INDEX blobs_unref ON blobs(refs) WHERE refs <= 0;
+
+-- meta is what listing and IMAP FETCH need, parsed once per blob.
+CREATE TABLE meta (
+	blob_id     INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+	subject     TEXT NOT NULL DEFAULT '',
+	from_addr   TEXT NOT NULL DEFAULT '',
+	to_addr     TEXT NOT NULL DEFAULT '',
+	date        INTEGER NOT NULL DEFAULT 0,
+	message_id  TEXT NOT NULL DEFAULT '',
+	attachments INTEGER NOT NULL DEFAULT 0,
+	lines       INTEGER NOT NULL DEFAULT 0,
+	envelope    TEXT NOT NULL,
+	structure   TEXT NOT NULL
+);
+
+CREATE TABLE messages (
+	id            INTEGER PRIMARY KEY,
+	mailbox_id    INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+	uid           INTEGER NOT NULL,
+	modseq        INTEGER NOT NULL,
+	blob_id       INTEGER NOT NULL REFERENCES blobs(id),
+	size          INTEGER NOT NULL,
+	internal_date INTEGER NOT NULL,
+	flags         INTEGER NOT NULL DEFAULT 0,
+	keywords      TEXT NOT NULL DEFAULT '',
+	UNIQUE (mailbox_id, uid)
+);
+CREATE INDEX messages_blob ON messages(blob_id);
+CREATE INDEX messages_modseq ON messages(mailbox_id, modseq);
+
+-- Reference counts and quota usage follow message rows, including rows
+-- removed by ON DELETE CASCADE, so no code path can forget them.
+CREATE TRIGGER messages_ins AFTER INSERT ON messages BEGIN
+	UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;
+	UPDATE accounts SET used_bytes = used_bytes + NEW.size
+	 WHERE id = (SELECT account_id FROM mailboxes WHERE id = NEW.mailbox_id);
+END;
+CREATE TRIGGER messages_del AFTER DELETE ON messages BEGIN
+	UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;
+	UPDATE accounts SET used_bytes = used_bytes - OLD.size
+	 WHERE id = (SELECT account_id FROM mailboxes WHERE id = OLD.mailbox_id);
+END;
+
+-- expunged remembers removed UIDs with their modseq (for IMAP QRESYNC).
+CREATE TABLE expunged (
+	mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+	uid        INTEGER NOT NULL,
+	modseq     INTEGER NOT NULL,
+	PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+
+-- blob_text is the full-text index of decoded headers and text parts;
+-- rowid is blobs.id.
+CREATE VIRTUAL TABLE blob_text USING fts5(
+	subject, addresses, body,
+	content='', contentless_delete=1,
+	tokenize='unicode61 remove_diacritics 2'
+);
+`,
+}
+
+// schemaVersion is the user_version a fully migrated database has.
+var schemaVersion = len(migrations)
+
+// migrate brings db up to schemaVersion, one transaction per step.
+func migrate(ctx context.Context, db *sql.DB) error {
+	var v int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("database schema version %d is newer than this program (%d)", v, schemaVersion)
+	}
+	for ; v < schemaVersion; v++ {
+		if err := migrateStep(ctx, db, v); err != nil {
+			return fmt.Errorf("schema step %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+func migrateStep(ctx context.Context, db *sql.DB, v int) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Writes go through one goroutine that owns the writer connection. It takes
+// every request already queued (up to BatchMax), runs each inside its own
+// SAVEPOINT of one transaction, and commits once: one fsync for the whole
+// batch (group commit). A request that fails rolls back to its savepoint
+// and does not disturb the others. Inside a request there is SQL only: no
+// network, no client writes, no channel waits. Events and file deletions
+// are collected on the txn and run only after the commit succeeded.
+
+// txn is one write request's view of the batch transaction.
+type txn struct {
+	*sql.Tx
+	events []Event
+	after  []func() // run after a successful commit, in order
+}
+
+// publish queues an event for the hub; it is sent only after commit.
+func (tx *txn) publish(ev Event) { tx.events = append(tx.events, ev) }
+
+// afterCommit runs fn once the transaction is durable (e.g. remove a blob
+// file whose last reference was dropped).
+func (tx *txn) afterCommit(fn func()) { tx.after = append(tx.after, fn) }
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(tx *txn) error
+	done chan error
+	txn  txn
+}
+
+var errClosed = errors.New("store closed")
+
+// write runs fn in the shared write transaction and returns once it is
+// committed and synced (or failed). Once queued, the request runs even if
+// ctx is cancelled, so a caller never reports failure for a committed
+// change.
+func (st *Store) write(ctx context.Context, fn func(tx *txn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	req := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	st.closeMu.RLock()
+	if st.closed {
+		st.closeMu.RUnlock()
+		return fmt.Errorf("%w: %w", ErrTemporary, errClosed)
+	}
+	st.writes <- req // the writer never takes closeMu, so this cannot deadlock
+	st.closeMu.RUnlock()
+	return <-req.done
+}
+
+func (st *Store) writeLoop() {
+	defer close(st.stopped)
+	batch := make([]*writeReq, 0, st.batchMax)
+	for req := range st.writes {
+		batch = append(batch[:0], req)
+	drain:
+		for len(batch) < st.batchMax {
+			select {
+			case r, ok := <-st.writes:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		st.commitBatch(batch)
+	}
+}
+
+func (st *Store) commitBatch(batch []*writeReq) {
+	fail := func(err error) {
+		for _, r := range batch {
+			r.done <- fmt.Errorf("%w: %w", ErrTemporary, err)
+		}
+	}
+	tx, err := st.writer.BeginTx(context.Background(), nil)
+	if err != nil {
+		st.log.Error("begin write transaction", "err", err)
+		fail(err)
+		return
+	}
+	defer tx.Rollback() // harmless after Commit
+	errs := make([]error, len(batch))
+	ok := 0
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if _, err := tx.Exec("SAVEPOINT req"); err != nil {
+			errs[i] = err
+			continue
+		}
+		r.txn = txn{Tx: tx}
+		if err := r.fn(&r.txn); err != nil {
+			errs[i] = err
+			if _, rbErr := tx.Exec("ROLLBACK TO req"); rbErr != nil {
+				st.log.Error("rollback to savepoint", "err", rbErr)
+				fail(rbErr)
+				return
+			}
+		}
+		if _, err := tx.Exec("RELEASE req"); err != nil {
+			st.log.Error("release savepoint", "err", err)
+			fail(err)
+			return
+		}
+		if errs[i] == nil {
+			ok++
+		}
+	}
+	if ok > 0 {
+		if err := tx.Commit(); err != nil {
+			st.log.Error("commit write transaction", "err", err, "batch", len(batch))
+			fail(err)
+			return
+		}
+	}
+	for i, r := range batch {
+		if errs[i] == nil {
+			for _, fn := range r.txn.after {
+				fn()
+			}
+			if len(r.txn.events) > 0 {
+				st.hub.Publish(r.txn.events...)
+			}
+		}
+		r.done <- errs[i]
+	}
+}
