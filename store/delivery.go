@@ -19,8 +19,9 @@ type Delivery struct {
 	// delivered once.
 	Recipients []string
 	// Data is the whole message, headers added at delivery (Received:)
-	// included, with CRLF line ends. It is stored exactly as given and
-	// shared by all recipients.
+	// included. Bare CR and bare LF become CRLF (so sizes equal what POP3
+	// and IMAP send); otherwise it is stored exactly as given and shared
+	// by all recipients.
 	Data []byte
 	// Role picks the mailbox: RoleInbox if empty (RoleJunk for
 	// quarantined mail).
@@ -55,6 +56,7 @@ type preparedBlob struct {
 // synced file. The CPU work happens here, in the caller's goroutine, so
 // concurrent deliveries parse in parallel and the writer only inserts.
 func (st *Store) prepare(data []byte) (*preparedBlob, error) {
+	data = NormalizeCRLF(data)
 	hash := hashBytes(data)
 	p := &preparedBlob{size: int64(len(data))}
 	p.hash, _ = hex.DecodeString(hash)
@@ -278,4 +280,33 @@ func (st *Store) CheckQuota(ctx context.Context, addr string, size int64) error 
 		return fmt.Errorf("account %s: %w", addr, ErrOverQuota)
 	}
 	return nil
+}
+
+// NormalizeCRLF returns data with every bare CR or bare LF turned into
+// CRLF, so that line ends are canonical (RFC 5322 §2.3). It returns data
+// itself, without copying, when it is already canonical.
+func NormalizeCRLF(data []byte) []byte {
+	clean := true
+	for i, c := range data {
+		if c == '\n' && (i == 0 || data[i-1] != '\r') || c == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return data
+	}
+	out := make([]byte, 0, len(data)+len(data)/40)
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '\r' && i+1 < len(data) && data[i+1] == '\n':
+			out = append(out, '\r', '\n')
+			i++
+		case c == '\r' || c == '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
 }

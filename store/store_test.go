@@ -266,3 +266,18 @@ func TestFlagsMoveAndReopen(t *testing.T) {
 		t.Fatalf("inbox after reopen = %+v", mb)
 	}
 }
+
+func TestNormalizeCRLF(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"clean", "a\r\nb\r\n", "a\r\nb\r\n"},
+		{"bare lf", "a\nb\n", "a\r\nb\r\n"},
+		{"bare cr", "a\rb\r", "a\r\nb\r\n"},
+		{"mixed", "a\r\r\nb\n\rc", "a\r\n\r\nb\r\n\r\nc"},
+		{"empty", "", ""},
+	}
+	for _, c := range cases {
+		if got := string(store.NormalizeCRLF([]byte(c.in))); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
+	}
+}
