@@ -32,6 +32,7 @@ const startPollInterval = 20 * time.Millisecond
 // certmagic.New fills fields we leave empty.
 type acmeManager struct {
 	log      *slog.Logger
+	changed  func()
 	hostname string
 	names    []string
 	cache    *certmagic.Cache
@@ -49,7 +50,9 @@ type failure struct {
 	at  time.Time
 }
 
-func startACME(ctx, bg context.Context, opts Options, log *slog.Logger) (*acmeManager, error) {
+// startACME begins management of the configured names; changed is called
+// (and must not block) whenever a certificate is obtained, loaded or fails.
+func startACME(ctx, bg context.Context, opts Options, log *slog.Logger, changed func()) (*acmeManager, error) {
 	if opts.DisableHTTP01 && opts.DisableTLSALPN01 {
 		return nil, errors.New("acme: both HTTP-01 and TLS-ALPN-01 are disabled")
 	}
@@ -81,6 +84,7 @@ func startACME(ctx, bg context.Context, opts Options, log *slog.Logger) (*acmeMa
 	}
 	m := &acmeManager{
 		log:      log,
+		changed:  changed,
 		hostname: opts.Hostname,
 		names:    names,
 		decoy:    decoy,
@@ -197,10 +201,13 @@ func (m *acmeManager) waitLoaded(ctx context.Context, names []string, limit time
 func (m *acmeManager) onEvent(_ context.Context, event string, data map[string]any) error {
 	name, _ := data["identifier"].(string)
 	switch event {
+	case "cached_managed_cert":
+		m.changed()
 	case "cert_obtained":
 		m.mu.Lock()
 		delete(m.failed, name)
 		m.mu.Unlock()
+		m.changed()
 	case "cert_failed":
 		err, _ := data["error"].(error)
 		msg := fmt.Sprint(data["error"])
@@ -210,6 +217,7 @@ func (m *acmeManager) onEvent(_ context.Context, event string, data map[string]a
 		m.mu.Lock()
 		m.failed[name] = failure{err: msg, at: time.Now()}
 		m.mu.Unlock()
+		m.changed()
 		if renewal, _ := data["renewal"].(bool); renewal {
 			m.log.Error("ACME renewal failed; still serving the current certificate, will retry",
 				"name", name, "err", msg)

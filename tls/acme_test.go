@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/letsencrypt/challtestsrv"
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
@@ -289,6 +290,21 @@ func TestACMEHTTP01(t *testing.T) {
 		st[1].Source != ModeLocal || st[1].Serving {
 		t.Fatalf("status %+v", st)
 	}
+	// ARI is on: certmagic fetched Pebble's renewal window with the
+	// certificate, and Status reports the renewal time it selected in it.
+	meta, err := src.acme.magic.Storage.Load(context.Background(),
+		certmagic.StorageKeys.SiteMeta(src.acme.issuer.IssuerKey(), acmeHost))
+	if err != nil || !strings.Contains(string(meta), `"renewal_info"`) {
+		t.Fatalf("no ARI renewal info stored with the certificate: %v", err)
+	}
+	if ratio := leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 3); st[0].NextRenewal.Equal(ratio) {
+		t.Errorf("NextRenewal %v is the lifetime ratio, not the ARI selection", st[0].NextRenewal)
+	}
+	waitFor(t, 5*time.Second, "status.json to show the ACME certificate", func() bool {
+		rep, err := ReadStatus(r.dir)
+		return err == nil && rep.Mode == ModeACME && len(rep.Certificates) == 2 &&
+			rep.Certificates[0].Serving && rep.Certificates[0].NotAfter.Equal(leaf.NotAfter)
+	})
 	if _, err := os.Stat(filepath.Join(r.dir, "acme")); err != nil {
 		t.Fatalf("certmagic storage not under Dir: %v", err)
 	}
@@ -422,4 +438,8 @@ func TestACMEFailureFallsBackToLocal(t *testing.T) {
 	if st[0].Serving || st[0].Source != ModeACME || st[0].LastErrorAt.IsZero() || !st[1].Serving || st[1].Source != ModeLocal {
 		t.Fatalf("status %+v", st)
 	}
+	waitFor(t, 5*time.Second, "status.json to show the failure", func() bool {
+		rep, err := ReadStatus(dir)
+		return err == nil && len(rep.Certificates) == 2 && rep.Certificates[0].LastError != "" && rep.Certificates[1].Serving
+	})
 }

@@ -95,4 +95,9 @@ func TestFilesReloadOnChange(t *testing.T) {
 	if err := open.echo("NOOP"); err != nil {
 		t.Fatalf("connection from before the reloads: %v", err)
 	}
+	// Close wrote the final report for `mailbox status`.
+	rep, err := ReadStatus(src.opts.Dir)
+	if err != nil || rep.Mode != ModeFiles || len(rep.Certificates) != 1 || rep.Certificates[0].LastError == "" {
+		t.Fatalf("status.json: %+v, %v", rep, err)
+	}
 }

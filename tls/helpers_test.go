@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -258,5 +257,3 @@ func replaceFile(t testing.TB, path string, data []byte) {
 		t.Fatal(err)
 	}
 }
-
-var errNoCert = errors.New("no certificate")

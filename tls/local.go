@@ -51,6 +51,7 @@ type localOptions struct {
 	names        []string
 	leafLifetime time.Duration
 	log          *slog.Logger
+	changed      func() // called after each renewal attempt; must not block
 }
 
 // localIssuer keeps a leaf from the local CA for the host name, the extra
@@ -173,11 +174,13 @@ func (li *localIssuer) renewIfNeeded() error {
 	if err != nil {
 		err = fmt.Errorf("issue local certificate: %w", err)
 		li.lastErr, li.lastErrTime = err.Error(), now
+		li.opts.changed()
 		li.opts.log.Error("local certificate not renewed; still serving the previous one", "err", err)
 		return err
 	}
 	li.leaf.Store(cert)
 	li.lastErr, li.lastErrTime = "", time.Time{}
+	li.opts.changed()
 	li.opts.log.Info("local certificate issued", "reason", reason,
 		"names", certNames(cert.Leaf), "not_after", cert.Leaf.NotAfter)
 	return nil

@@ -130,23 +130,23 @@ func DefaultMode(hostname string) string {
 type CertStatus struct {
 	// Source is ModeACME, ModeFiles or ModeLocal; in mode acme the local
 	// certificate is listed too, as the fallback.
-	Source string
+	Source string `json:"source"`
 	// Names are the names the certificate covers (or, in mode acme before the
 	// first certificate arrives, the name it is being obtained for).
-	Names []string
+	Names []string `json:"names"`
 	// Issuer is the issuing CA's common name; empty while none is held.
-	Issuer    string
-	NotBefore time.Time
-	NotAfter  time.Time
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
 	// NextRenewal is when renewal is due (from ACME ARI when the CA offers it);
 	// zero in mode files, where the operator renews.
-	NextRenewal time.Time
+	NextRenewal time.Time `json:"next_renewal"`
 	// Serving reports whether handshakes for these names get this certificate.
-	Serving bool
+	Serving bool `json:"serving"`
 	// LastError is the last failure to obtain, renew or load this
 	// certificate, cleared by the next success; LastErrorAt is when it happened.
-	LastError   string
-	LastErrorAt time.Time
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at"`
 }
 
 // Source hands out TLS configs whose certificates it keeps current. All its
@@ -161,6 +161,10 @@ type Source struct {
 	acme   *acmeManager // mode acme
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	started    bool          // New succeeded; set before New returns, read by Close
+	statusKick chan struct{} // asks the status writer to rewrite Dir/status.json
+	statusMu   sync.Mutex    // serializes writes of Dir/status.json
 
 	closeOnce sync.Once
 }
@@ -177,9 +181,13 @@ func New(ctx context.Context, opts Options) (*Source, error) {
 		return nil, errors.New("tls: directory is required")
 	}
 	opts.Hostname = normalizeName(opts.Hostname)
-	for i, n := range opts.ExtraNames {
-		opts.ExtraNames[i] = normalizeName(n)
+	extra := make([]string, 0, len(opts.ExtraNames))
+	for _, n := range opts.ExtraNames {
+		if n = normalizeName(n); n != "" && n != opts.Hostname && !slices.Contains(extra, n) {
+			extra = append(extra, n)
+		}
 	}
+	opts.ExtraNames = extra
 	if opts.Mode == "" {
 		opts.Mode = DefaultMode(opts.Hostname)
 	}
@@ -201,7 +209,8 @@ func New(ctx context.Context, opts Options) (*Source, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{opts: opts, mode: opts.Mode, log: opts.Logger.With("component", "tls")}
+	s := &Source{opts: opts, mode: opts.Mode, log: opts.Logger.With("component", "tls"),
+		statusKick: make(chan struct{}, 1)}
 	s.base = baseConfig(s.getCertificate)
 
 	switch s.mode {
@@ -230,18 +239,23 @@ func New(ctx context.Context, opts Options) (*Source, error) {
 			names:        opts.ExtraNames,
 			leafLifetime: opts.LocalLeafLifetime,
 			log:          s.log,
+			changed:      s.statusChanged,
 		})
 		if err == nil {
 			s.goLoop(bg, opts.RenewCheckInterval, func() { s.local.renewIfNeeded() })
 		}
 		if err == nil && s.mode == ModeACME {
-			s.acme, err = startACME(ctx, bg, opts, s.log)
+			s.acme, err = startACME(ctx, bg, opts, s.log, s.statusChanged)
 		}
 	}
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("tls: %w", err)
 	}
+	s.started = true
+	s.wg.Add(1)
+	go s.statusWriter(bg)
+	s.statusChanged()
 	return s, nil
 }
 
@@ -330,6 +344,7 @@ func (s *Source) Reload() error {
 	switch s.mode {
 	case ModeFiles:
 		changed, err := s.files.reload()
+		s.writeStatus()
 		if err != nil {
 			return fmt.Errorf("tls: reload: %w", err)
 		}
@@ -349,6 +364,7 @@ func (s *Source) checkFiles() {
 		return
 	}
 	changed, err := s.files.reload()
+	s.statusChanged()
 	switch {
 	case err != nil:
 		s.log.Warn("certificate files changed but do not load; still serving the previous certificate",
@@ -411,6 +427,9 @@ func (s *Source) Close() error {
 			s.acme.close()
 		}
 		s.wg.Wait()
+		if s.started {
+			s.writeStatus()
+		}
 	})
 	return nil
 }
