@@ -8,6 +8,12 @@
 // Every config it returns requires TLS 1.2 or later with AEAD cipher suites
 // and forward secrecy only, and carries the per-service ALPN protocol that
 // RFC 9325 §3.8 recommends for implicit-TLS ports ("imap", "pop3", "smtp").
+//
+// Everything lives under Options.Dir: local/ca.pem (local CA certificate and
+// key), local/ca.crt (the CA certificate users install), local/leaf.pem (the
+// local certificate), acme/ (certmagic's storage: account, certificates,
+// ARI data) and status.json (see ReadStatus). certmagic's zap logging is
+// bridged into the caller's slog.Logger here, so no other package sees zap.
 package tls
 
 import (
@@ -280,7 +286,7 @@ func (s *Source) goLoop(ctx context.Context, interval time.Duration, fn func()) 
 // Mode reports the mode in use (after defaulting).
 func (s *Source) Mode() string { return s.mode }
 
-// modernSuites are the TLS 1.2 suites Config allows: ECDHE key exchange and
+// modernSuites (read-only) are the TLS 1.2 suites Config allows: ECDHE key exchange and
 // AEAD ciphers only (RFC 9325 §4.2). TLS 1.3 suites are not configurable and
 // are all modern.
 var modernSuites = []uint16{
@@ -367,7 +373,7 @@ func (s *Source) checkFiles() {
 	s.statusChanged()
 	switch {
 	case err != nil:
-		s.log.Warn("certificate files changed but do not load; still serving the previous certificate",
+		s.log.Error("certificate files changed but do not load; still serving the previous certificate",
 			"cert", s.opts.CertFile, "key", s.opts.KeyFile, "err", err)
 	case changed:
 		s.log.Info("certificate files reloaded", "names", s.files.status().Names)
