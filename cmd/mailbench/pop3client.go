@@ -280,3 +280,26 @@ func pop3Count(ctx context.Context, o pop3Options, user, pass string) (int, erro
 	}
 	return n, c.quit()
 }
+
+// pop3DeleteAll logs in, marks every message deleted and quits, so the
+// server removes them in its UPDATE state.
+func pop3DeleteAll(ctx context.Context, o pop3Options, user, pass string) error {
+	c, err := dialPOP3(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.login(user, pass, o.SASLPlain); err != nil {
+		return err
+	}
+	n, _, err := c.stat()
+	if err != nil {
+		return err
+	}
+	for i := 1; i <= n; i++ {
+		if _, err := c.cmd("DELE " + strconv.Itoa(i)); err != nil {
+			return err
+		}
+	}
+	return c.quit()
+}

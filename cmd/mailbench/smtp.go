@@ -58,6 +58,7 @@ type smtpConfig struct {
 	POP3Pass   string
 	POP3TLS    bool
 	Poll       time.Duration
+	Cleanup    bool // delete every message of POP3User after the run
 }
 
 func runSMTP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -86,6 +87,7 @@ func runSMTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&cfg.POP3Pass, "pop3-pass", "", "POP3 password for -verify-pop3")
 	fs.BoolVar(&cfg.POP3TLS, "pop3-tls", false, "implicit TLS for -verify-pop3")
 	fs.DurationVar(&cfg.Poll, "poll", defaultPollInterval, "interval between -verify-pop3 STAT polls")
+	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "with -verify-pop3: afterwards DELE every message of -pop3-user (all of them, not only this run's)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -207,6 +209,11 @@ func benchSMTP(ctx context.Context, cfg smtpConfig, stdout, stderr io.Writer) er
 		secs(res.dur), rate(res.accepted, res.dur), e2e, e2eDur, visible, rec.latencyFields(),
 		rssBefore.prefixed(" rss_before="), rssField(cfg.PID, cfg.PIDTree).prefixed(" rss_after="))
 	rec.printErrors(stderr, "smtp")
+	if cfg.Cleanup && cfg.VerifyPOP3 != "" {
+		if err := pop3DeleteAll(ctx, pop3, cfg.POP3User, cfg.POP3Pass); err != nil {
+			return fmt.Errorf("smtp: -cleanup: %w", err)
+		}
+	}
 
 	switch {
 	case errs > cfg.MaxErrors:

@@ -8,6 +8,7 @@
 #   peers/bench.sh postfix+dovecot 127.0.0.1:2526 127.0.0.1:1101
 #   peers/bench.sh mailbox         127.0.0.1:2525 127.0.0.1:1100
 #
+# Each ingest run empties $USER_ADDR afterwards (-cleanup).
 # The accounts must exist on the server: $USER_ADDR (ingest) and $DL_USER
 # (download, pre-filled with peers/fill.sh for Dovecot or with
 # "mailbench smtp -count 10000" for any server), password $PASS.
@@ -32,7 +33,7 @@ status=0
 for size in $SIZES; do
 	for conns in $CONNS; do
 		$MAILBENCH smtp -label "$LABEL" -addr "$SMTP_ADDR" -conns "$conns" -count "$COUNT" -size "$size" \
-			-rcpt "$USER_ADDR" -verify-pop3 "$POP3_ADDR" -pop3-pass "$PASS" -timeout "$TIMEOUT" |
+			-rcpt "$USER_ADDR" -verify-pop3 "$POP3_ADDR" -pop3-pass "$PASS" -cleanup -timeout "$TIMEOUT" |
 			tee -a "$OUT"
 		[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 	done
