@@ -147,6 +147,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "busy_timeout(5000)")
+	// Savepoints (one per request in a group commit) keep their undo
+	// pages in memory rather than in a temporary file.
+	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Set("_txlock", "immediate")
 	u.RawQuery = q.Encode()
 	st.writer, err = sql.Open("sqlite", u.String())
