@@ -42,12 +42,12 @@ type Address struct {
 // index the raw message bytes exactly as stored, so a FETCH of
 // BODY[1.2.MIME] or BODY[2.TEXT] is a byte range of the blob.
 type Part struct {
-	Type    string            // lower-case, e.g. "text"
-	Subtype string            // lower-case, e.g. "plain"
-	Params  map[string]string // Content-Type parameters, keys lower-case, values decoded (RFC 2231)
-	ID          string // Content-ID
-	Description string // Content-Description, decoded
-	Encoding    string // Content-Transfer-Encoding, lower-case; "7bit" if absent
+	Type        string            // lower-case, e.g. "text"
+	Subtype     string            // lower-case, e.g. "plain"
+	Params      map[string]string // Content-Type parameters, keys lower-case, values decoded (RFC 2231)
+	ID          string            // Content-ID
+	Description string            // Content-Description, decoded
+	Encoding    string            // Content-Transfer-Encoding, lower-case; "7bit" if absent
 	// Disposition is "inline", "attachment" or "" if absent;
 	// DispositionParams its parameters (keys lower-case).
 	Disposition       string
