@@ -1,0 +1,77 @@
+package store_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"mailbox/store"
+	"mailbox/store/storetest"
+)
+
+func TestRangesListOnlyWhatIsAsked(t *testing.T) {
+	ctx := context.Background()
+	const addr = "alice@example.test"
+	var msgs []string
+	for i := range 10 {
+		msgs = append(msgs, storetest.Message("bob@example.test", addr, "subject "+string(rune('a'+i)), "body"))
+	}
+	st := storetest.New(t, storetest.Fixture{
+		Users:    map[string]string{addr: "a", "eve@example.test": "e"},
+		Messages: map[string][]string{addr: msgs},
+	})
+	acct, err := st.Account(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, err := acct.MailboxByRole(ctx, store.RoleInbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acct.Expunge(ctx, inbox.ID, []uint32{4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acct.SetFlags(ctx, inbox.ID, []uint32{1, 2, 5}, store.FlagsAdd, []string{store.FlagSeen, "$Work"}); err != nil {
+		t.Fatal(err)
+	}
+	uids, err := acct.UIDs(ctx, inbox.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint32{1, 2, 3, 5, 6, 7, 8, 9, 10}; !slices.Equal(uids, want) {
+		t.Fatalf("UIDs = %v, want %v", uids, want)
+	}
+	got, err := acct.MessagesIn(ctx, inbox.ID, []store.UIDRange{{2, 4}, {9, 9}, {9, 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotUIDs []uint32
+	for _, m := range got {
+		gotUIDs = append(gotUIDs, m.UID)
+	}
+	if want := []uint32{2, 3, 9, 10}; !slices.Equal(gotUIDs, want) {
+		t.Fatalf("MessagesIn = %v, want %v", gotUIDs, want)
+	}
+	mm, err := acct.MessagesWithMeta(ctx, inbox.ID, []store.UIDRange{{3, 3}}, store.MetaEnvelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mm) != 1 || mm[0].Meta.Envelope.Subject != "subject c" || mm[0].Meta.Structure.Type != "" {
+		t.Fatalf("MessagesWithMeta = %+v", mm)
+	}
+	first, err := acct.FirstUnseen(ctx, inbox.ID)
+	if err != nil || first != 3 {
+		t.Fatalf("FirstUnseen = %d, %v; want 3", first, err)
+	}
+	kws, err := acct.Keywords(ctx, inbox.ID)
+	if err != nil || !slices.Equal(kws, []string{"$Work"}) {
+		t.Fatalf("Keywords = %v, %v", kws, err)
+	}
+	eve, err := st.Account(ctx, "eve@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eve.MessagesIn(ctx, inbox.ID, []store.UIDRange{{1, 10}}); err == nil {
+		t.Fatal("another account listed alice's inbox")
+	}
+}
