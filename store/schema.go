@@ -125,6 +125,30 @@ CREATE VIRTUAL TABLE blob_text USING fts5(
 	tokenize='unicode61 remove_diacritics 2'
 );
 `,
+	// 2: sign-in sessions (webmail) and the addresses an account sent to
+	// (address completion).
+	`
+-- sessions are signed-in clients; only the SHA-256 of the token is kept.
+CREATE TABLE sessions (
+	token_hash BLOB PRIMARY KEY,
+	account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+	csrf       TEXT NOT NULL,
+	created    INTEGER NOT NULL,
+	last_seen  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_account ON sessions(account_id);
+CREATE INDEX sessions_seen ON sessions(last_seen);
+
+-- contacts are the addresses an account has sent mail to.
+CREATE TABLE contacts (
+	account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+	address    TEXT NOT NULL,
+	name       TEXT NOT NULL DEFAULT '',
+	uses       INTEGER NOT NULL DEFAULT 1,
+	last_used  INTEGER NOT NULL,
+	PRIMARY KEY (account_id, address)
+) WITHOUT ROWID;
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.
