@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	cryptotls "crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"mailbox/internal/throttle"
+	"mailbox/store"
+	mtls "mailbox/tls"
+)
+
+// server is what every protocol package's Server offers.
+type server interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// deps is what a service builds its server from: the pieces shared by every
+// listener of the process.
+type deps struct {
+	cfg     *Config
+	log     *slog.Logger
+	store   *store.Store
+	tls     *mtls.Source
+	limiter *throttle.Limiter
+}
+
+// service is one [listen] key: what it runs and how its server is built.
+// Adding a protocol is one entry in services().
+type service struct {
+	key  string // [listen] key
+	what string // shown at start and by `mailbox status`
+	// alpn, when set, wraps the listener in implicit TLS with this ALPN id.
+	alpn string
+	// build makes the server; nil means the protocol is not built yet, and
+	// the listener stays off. It returns a reason to stay off instead when
+	// the service has nothing to do in this configuration.
+	build func(d *deps) (srv server, off string, err error)
+}
+
+func serveCommand() *command {
+	return &command{
+		path: "serve", maxArgs: 0,
+		summary: "run the mail server",
+		help: `With no configuration, serve runs a local instance: data in ./data,
+hostname localhost, a certificate from a local CA ('mailbox tls ca' prints it),
+and unprivileged ports (SMTP 2525, submission 5870, submissions 4650,
+POP3 1100, POP3S 9950, IMAP 1430, IMAPS 9930, HTTP 8080, HTTPS 8443).
+On the first start with no accounts it creates the hostname's domain and
+postmaster@ that domain, and prints its password once.
+
+SIGINT or SIGTERM shut down gracefully: listeners close, sessions finish
+their command and end, the database is closed last (a second signal ends
+sessions at once). SIGHUP reloads certificate files.`,
+		run: func(ctx context.Context, c *cli, args []string) error {
+			cfg, err := c.config()
+			if err != nil {
+				return err
+			}
+			return serve(ctx, c, cfg)
+		},
+	}
+}
+
+// serve runs the server until SIGINT or SIGTERM (or ctx ends).
+func serve(ctx context.Context, c *cli, cfg Config) error {
+	log := newLogger(c.stderr, cfg.Log, slog.LevelDebug)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: log})
+	if err != nil {
+		return fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	if err := bootstrap(ctx, st, cfg.Hostname, c.stdout); err != nil {
+		return err
+	}
+
+	src, err := mtls.New(ctx, tlsOptions(&cfg, log))
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	defer src.Close()
+
+	d := &deps{
+		cfg:   &cfg,
+		log:   log,
+		store: st,
+		tls:   src,
+		limiter: throttle.New(throttle.Options{
+			Free:      cfg.Auth.FailedLoginFree,
+			BaseDelay: time.Duration(cfg.Auth.FailedLoginDelay),
+			MaxDelay:  time.Duration(cfg.Auth.FailedLoginMaxDelay),
+			Window:    time.Duration(cfg.Auth.FailedLoginWindow),
+		}),
+	}
+	running, report, err := startListeners(d)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "mailbox is running as %s, data in %s\n", cfg.Hostname, cfg.DataDir)
+	writeListenerReport(c.stdout, report)
+	fmt.Fprintln(c.stdout, "Stop it with Ctrl-C (SIGINT) or SIGTERM.")
+
+	var stopping atomic.Bool
+	failed := make(chan error, len(running))
+	for _, r := range running {
+		go func() {
+			err := r.srv.Serve(r.ln)
+			if err != nil && !stopping.Load() {
+				failed <- fmt.Errorf("listen.%s on %s: %w", r.key, r.ln.Addr(), err)
+			}
+		}()
+	}
+
+	var result error
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-failed:
+			log.Error("listener failed, shutting down", "err", err)
+			result = err
+			break wait
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				if err := src.Reload(); err != nil {
+					log.Error("reload certificates", "err", err)
+				} else {
+					log.Info("reloaded certificates")
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String())
+			break wait
+		}
+	}
+	stopping.Store(true)
+
+	// Graceful: every server stops accepting and lets its sessions finish,
+	// within shutdown_timeout; a second signal cuts it short. The store
+	// closes last (deferred above), after every session is gone.
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
+	defer cancel()
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Warn("second signal: closing sessions now", "signal", sig.String())
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	for _, r := range running {
+		wg.Go(func() {
+			if err := r.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				log.Warn("shutdown", "listener", r.key, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return result
+}
+
+// runningListener is one listener with its server.
+type runningListener struct {
+	key string
+	ln  net.Listener
+	srv server
+}
+
+// listenerState is one line of the start-up report.
+type listenerState struct {
+	key, addr, what, state string
+}
+
+// startListeners binds every configured listener and builds its server.
+// If any address cannot be bound, nothing is left open and the error names
+// the key and the address.
+func startListeners(d *deps) ([]runningListener, []listenerState, error) {
+	var running []runningListener
+	var report []listenerState
+	fail := func(err error) ([]runningListener, []listenerState, error) {
+		for _, r := range running {
+			r.ln.Close()
+		}
+		return nil, nil, err
+	}
+	addrs := map[string]string{}
+	for _, l := range d.cfg.listeners() {
+		addrs[l.key] = l.addr
+	}
+	for _, svc := range services() {
+		addr := addrs[svc.key]
+		st := listenerState{key: svc.key, addr: addr, what: svc.what}
+		switch {
+		case addr == "":
+			st.state = "off (disabled in config)"
+		case svc.build == nil:
+			st.state = "off (not built yet)"
+		}
+		if st.state != "" {
+			if addr == "" {
+				st.addr = "-"
+			}
+			report = append(report, st)
+			continue
+		}
+		srv, off, err := svc.build(d)
+		if err != nil {
+			return fail(fmt.Errorf("listen.%s: %w", svc.key, err))
+		}
+		if off != "" {
+			st.state = "off (" + off + ")"
+			report = append(report, st)
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fail(&configError{msg: fmt.Sprintf("listen.%s: %q: %v", svc.key, addr, errors.Unwrap(errors.Unwrap(err)))})
+		}
+		st.addr = ln.Addr().String()
+		st.state = "up"
+		if svc.alpn != "" {
+			ln = cryptotls.NewListener(ln, d.tls.Config(svc.alpn))
+		}
+		running = append(running, runningListener{key: svc.key, ln: ln, srv: srv})
+		report = append(report, st)
+		d.log.Info("listening", "listener", svc.key, "addr", st.addr, "what", svc.what)
+	}
+	return running, report, nil
+}
+
+func writeListenerReport(w io.Writer, report []listenerState) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, l := range report {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", l.key, l.addr, l.state, l.what)
+	}
+	tw.Flush()
+}
+
+// tlsOptions maps [tls] to the certificate source's Options.
+func tlsOptions(cfg *Config, log *slog.Logger) mtls.Options {
+	return mtls.Options{
+		Mode:          cfg.TLS.Mode,
+		Hostname:      cfg.Hostname,
+		ExtraNames:    cfg.TLS.ExtraNames,
+		Dir:           filepath.Join(cfg.DataDir, "tls"),
+		ACMEEmail:     cfg.TLS.ACMEEmail,
+		ACMEDirectory: cfg.TLS.ACMEDirectory,
+		ACMECARoots:   cfg.TLS.ACMECARoots,
+		CertFile:      cfg.TLS.CertFile,
+		KeyFile:       cfg.TLS.KeyFile,
+		Logger:        log,
+	}
+}
+
+// bootstrap makes a fresh store usable: with no accounts at all it creates
+// the hostname's domain and postmaster@ it (RFC 5321 §4.5.1 wants that
+// mailbox anyway), and prints the random password once.
+func bootstrap(ctx context.Context, st *store.Store, hostname string, out io.Writer) error {
+	accts, err := st.Accounts(ctx)
+	if err != nil {
+		return fmt.Errorf("list accounts: %w", err)
+	}
+	if len(accts) > 0 {
+		return nil
+	}
+	domain, err := store.NormalizeDomain(hostname)
+	if err != nil {
+		// An IP address as hostname: no domain to create, the operator adds one.
+		fmt.Fprintf(out, "No accounts yet. Add a domain and an account:\n  mailbox domain add example.org\n  mailbox user add alice@example.org\n")
+		return nil
+	}
+	if err := st.AddDomain(ctx, domain); err != nil && !errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("create domain %s: %w", domain, err)
+	}
+	addr := "postmaster@" + domain
+	pass := randomPassword()
+	if _, err := st.CreateAccount(ctx, addr, pass); err != nil {
+		return fmt.Errorf("create %s: %w", addr, err)
+	}
+	fmt.Fprintf(out, "Created account %s with password %s\n", addr, pass)
+	fmt.Fprintf(out, "  (shown only this once; change it with: mailbox user passwd %s)\n", addr)
+	return nil
+}
+
+// randomPassword returns 18 random bytes in URL-safe base64 (144 bits).
+func randomPassword() string {
+	b := make([]byte, 18)
+	rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// acmeHTTP answers ACME challenges on the web listeners until the web
+// package exists: HTTP-01 on http, TLS-ALPN-01 (answered inside the TLS
+// handshake) on https; every other request gets 404. It has nothing to do
+// unless certificates come from ACME.
+type acmeHTTP struct {
+	srv  *http.Server
+	tls  bool
+	done chan struct{}
+}
+
+func buildACMEHTTP(d *deps, useTLS bool) (server, string, error) {
+	if d.tls.Mode() != mtls.ModeACME {
+		return nil, "webmail not built yet", nil
+	}
+	h := &acmeHTTP{tls: useTLS}
+	var handler http.Handler = http.NotFoundHandler()
+	if !useTLS {
+		handler = d.tls.HTTPHandler(handler)
+	}
+	h.srv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+	}
+	if useTLS {
+		h.srv.TLSConfig = d.tls.Config("h2", "http/1.1")
+	}
+	return h, "", nil
+}
+
+func (h *acmeHTTP) Serve(ln net.Listener) error {
+	var err error
+	if h.tls {
+		err = h.srv.ServeTLS(ln, "", "")
+	} else {
+		err = h.srv.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (h *acmeHTTP) Shutdown(ctx context.Context) error { return h.srv.Shutdown(ctx) }
