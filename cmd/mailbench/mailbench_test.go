@@ -4,9 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/mail"
 	"os"
@@ -17,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -314,18 +322,37 @@ type testBackend struct {
 	mu          sync.Mutex
 	seen        int
 	badSize     int // messages whose size differed from the SIZE parameter
+	needAuth    bool
 }
 
 func (b *testBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return &testSession{b: b}, nil }
 
 type testSession struct {
-	b    *testBackend
-	size int64
+	b      *testBackend
+	size   int64
+	authed bool
+}
+
+// AuthMechanisms and Auth make the session an smtp.AuthSession: PLAIN with
+// user "u", password "secret". Mail is refused without it when the backend
+// wants authentication.
+func (s *testSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *testSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != "u" || pass != "secret" {
+			return errors.New("invalid credentials")
+		}
+		s.authed = true
+		return nil
+	}), nil
 }
 
 func (s *testSession) Reset()        {}
 func (s *testSession) Logout() error { return nil }
 func (s *testSession) Mail(_ string, o *smtp.MailOptions) error {
+	if s.b.needAuth && !s.authed {
+		return smtp.ErrAuthRequired
+	}
 	s.size = o.Size
 	return nil
 }
@@ -350,9 +377,10 @@ func (s *testSession) Data(r io.Reader) error {
 	return nil
 }
 
-func startSMTP(t *testing.T, be *testBackend) string {
+func startSMTP(t *testing.T, be *testBackend, tlsConf *tls.Config) string {
 	t.Helper()
 	srv := smtp.NewServer(be)
+	srv.TLSConfig = tlsConf
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
 	srv.MaxMessageBytes = 1 << 20
@@ -369,7 +397,7 @@ func TestSMTPEndToEnd(t *testing.T) {
 	drop := &testMaildrop{}
 	drop.add([]byte("Subject: already there\r\n\r\nhello\r\n"))
 	be := &testBackend{drop: drop}
-	smtpAddr := startSMTP(t, be)
+	smtpAddr := startSMTP(t, be, nil)
 	pop3Addr := startPOP3(t, drop, 0)
 
 	var out, errOut bytes.Buffer
@@ -425,6 +453,61 @@ func TestSMTPEndToEnd(t *testing.T) {
 	if err := run(t.Context(), append(args, "-max-errors", "10"), &out, &errOut); err != nil {
 		t.Fatalf("-max-errors 10: %v; summary %s", err, out.String())
 	}
+}
+
+func TestSMTPStartTLSAuth(t *testing.T) {
+	drop := &testMaildrop{}
+	be := &testBackend{drop: drop, needAuth: true}
+	addr := startSMTP(t, be, selfSignedTLS(t))
+	base := []string{"smtp", "-addr", addr, "-conns", "2", "-count", "10", "-size", "1500", "-timeout", "30s"}
+	cases := []struct {
+		name  string
+		extra []string
+		ok    bool
+	}{
+		{"starttls and auth", []string{"-starttls", "-insecure", "-auth", "u:secret"}, true},
+		{"no auth", []string{"-starttls", "-insecure"}, false},
+		{"wrong password", []string{"-starttls", "-insecure", "-auth", "u:nope"}, false},
+		{"unverified certificate", []string{"-starttls", "-auth", "u:secret"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(t.Context(), append(append([]string{}, base...), tc.extra...), &out, &errOut)
+			if (err == nil) != tc.ok {
+				t.Fatalf("got %v, want ok=%v; summary %s%s", err, tc.ok, out.String(), errOut.String())
+			}
+			want := "10"
+			if !tc.ok {
+				want = "0"
+			}
+			if f := fields(t, out.String(), "smtp"); f["accepted"] != want {
+				t.Fatalf("summary: %s", out.String())
+			}
+		})
+	}
+}
+
+// selfSignedTLS returns a server config with a fresh self-signed
+// certificate for 127.0.0.1.
+func selfSignedTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "mailbench test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 func TestPOP3Idle(t *testing.T) {
