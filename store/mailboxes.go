@@ -25,17 +25,22 @@ type Mailbox struct {
 	Messages int64
 	Unseen   int64
 	Size     int64
+	// Deleted counts messages flagged \Deleted; DeletedSize is their
+	// bytes (IMAP STATUS DELETED and DELETED-STORAGE).
+	Deleted     int64
+	DeletedSize int64
 }
 
 const mailboxSQL = `
 SELECT b.id, b.name, b.role, b.uidvalidity, b.uidnext, b.highest_modseq, b.subscribed,
-       count(m.id), coalesce(sum(m.flags & 1 = 0), 0), coalesce(sum(m.size), 0)
+       count(m.id), coalesce(sum(m.flags & 1 = 0), 0), coalesce(sum(m.size), 0),
+       coalesce(sum(m.flags & 8 != 0), 0), coalesce(sum(CASE WHEN m.flags & 8 != 0 THEN m.size END), 0)
   FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id`
 
 func scanMailbox(sc interface{ Scan(...any) error }) (Mailbox, error) {
 	var mb Mailbox
 	err := sc.Scan(&mb.ID, &mb.Name, &mb.Role, &mb.UIDValidity, &mb.UIDNext, &mb.HighestModSeq,
-		&mb.Subscribed, &mb.Messages, &mb.Unseen, &mb.Size)
+		&mb.Subscribed, &mb.Messages, &mb.Unseen, &mb.Size, &mb.Deleted, &mb.DeletedSize)
 	return mb, err
 }
 

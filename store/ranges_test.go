@@ -75,3 +75,38 @@ func TestRangesListOnlyWhatIsAsked(t *testing.T) {
 		t.Fatal("another account listed alice's inbox")
 	}
 }
+
+func TestMailboxCountsDeleted(t *testing.T) {
+	ctx := context.Background()
+	const addr = "alice@example.test"
+	st := storetest.New(t, storetest.Fixture{
+		Users: map[string]string{addr: "a"},
+		Messages: map[string][]string{addr: {
+			storetest.Message("bob@example.test", addr, "one", "1"),
+			storetest.Message("bob@example.test", addr, "two", "22"),
+		}},
+	})
+	acct, err := st.Account(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, err := acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := acct.SetFlags(ctx, inbox.ID, []uint32{2}, store.FlagsAdd, []string{store.FlagDeleted})
+	if err != nil || len(changed) != 1 {
+		t.Fatal(changed, err)
+	}
+	m, err := acct.Message(ctx, inbox.ID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, err = acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inbox.Deleted != 1 || inbox.DeletedSize != m.Size || inbox.Messages != 2 {
+		t.Fatalf("counts = %+v, want 1 deleted of %d bytes", inbox, m.Size)
+	}
+}
