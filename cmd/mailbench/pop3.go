@@ -55,7 +55,7 @@ func runPOP3(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxErrors := fs.Int("max-errors", 0, "exit non-zero when more RETRs than this fail")
 	label := fs.String("label", "", "free text copied into the summary line")
 	pid := fs.Int("pid", 0, "server `PID` whose resident memory is printed before and after")
-	pidTree := fs.Bool("pid-tree", false, "with -pid: add the memory of all descendant processes")
+	pidTree := fs.Bool("pid-tree", false, "with -pid: sum the proportional set size (Pss) of the process and all its descendants")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -162,7 +162,7 @@ func runPOP3Idle(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	maxErrors := fs.Int("max-errors", 0, "exit non-zero when more sessions than this fail")
 	label := fs.String("label", "", "free text copied into the summary line")
 	pid := fs.Int("pid", 0, "server `PID` whose resident memory is read before, while and after holding")
-	pidTree := fs.Bool("pid-tree", false, "with -pid: add the memory of all descendant processes")
+	pidTree := fs.Bool("pid-tree", false, "with -pid: sum the proportional set size (Pss) of the process and all its descendants")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -14,9 +14,11 @@ import (
 )
 
 // readRSS returns the resident memory of pid in bytes (VmRSS in
-// /proc/PID/status). With tree it adds every descendant process, which is
-// how a multi-process server such as Dovecot or Postfix is measured; shared
-// pages are then counted once per process, so the sum is an upper bound.
+// /proc/PID/status). With tree it returns the sum over pid and every
+// descendant of their proportional set size (Pss in
+// /proc/PID/smaps_rollup: each shared page split among the processes that
+// map it), which is how a multi-process server such as Dovecot is measured
+// without counting its shared libraries once per process.
 func readRSS(pid int, tree bool) (int64, error) {
 	pids := []int{pid}
 	if tree {
@@ -26,8 +28,12 @@ func readRSS(pid int, tree bool) (int64, error) {
 		}
 	}
 	var total int64
+	read := vmRSS
+	if tree {
+		read = pss
+	}
 	for i, p := range pids {
-		rss, err := vmRSS(p)
+		rss, err := read(p)
 		if err != nil {
 			if i == 0 {
 				return 0, err
@@ -40,26 +46,32 @@ func readRSS(pid int, tree bool) (int64, error) {
 }
 
 // vmRSS reads VmRSS of one process.
-func vmRSS(pid int) (int64, error) {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+func vmRSS(pid int) (int64, error) { return procKB(pid, "status", "VmRSS:") }
+
+// pss reads the proportional set size of one process.
+func pss(pid int) (int64, error) { return procKB(pid, "smaps_rollup", "Pss:") }
+
+// procKB reads a "Key:   12345 kB" line of /proc/PID/file, in bytes.
+func procKB(pid int, file, key string) (int64, error) {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), file))
 	if err != nil {
 		return 0, fmt.Errorf("read memory of pid %d: %w", pid, err)
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		rest, ok := strings.CutPrefix(sc.Text(), key)
 		if !ok {
 			continue
 		}
-		f := strings.Fields(rest) // "12345 kB"
+		f := strings.Fields(rest)
 		if len(f) == 2 && f[1] == "kB" {
 			if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
 				return kb << 10, nil
 			}
 		}
-		return 0, fmt.Errorf("pid %d: malformed VmRSS line %q", pid, sc.Text())
+		return 0, fmt.Errorf("pid %d: malformed %s line %q", pid, file, sc.Text())
 	}
-	return 0, fmt.Errorf("pid %d has no VmRSS (a kernel thread or a zombie?)", pid)
+	return 0, fmt.Errorf("pid %d: no %s in %s (a kernel thread or a zombie?)", pid, key, file)
 }
 
 // descendants returns pid followed by all its descendants, from the parent
@@ -127,7 +139,7 @@ func (v rssValue) prefixed(prefix string) string {
 func runRSS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("rss", stderr)
 	pid := fs.Int("pid", 0, "process `PID`")
-	tree := fs.Bool("pid-tree", false, "add the memory of all descendant processes")
+	tree := fs.Bool("pid-tree", false, "sum the proportional set size (Pss) of the process and all its descendants")
 	label := fs.String("label", "", "free text copied into the summary line")
 	if err := parseFlags(fs, args); err != nil {
 		return err

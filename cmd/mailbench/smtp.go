@@ -81,7 +81,7 @@ func runSMTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&cfg.MaxErrors, "max-errors", 0, "exit non-zero when more messages than this fail")
 	fs.StringVar(&cfg.Label, "label", "", "free text copied into the summary line (e.g. the server's name)")
 	fs.IntVar(&cfg.PID, "pid", 0, "server `PID` whose resident memory is printed before and after")
-	fs.BoolVar(&cfg.PIDTree, "pid-tree", false, "with -pid: add the memory of all descendant processes")
+	fs.BoolVar(&cfg.PIDTree, "pid-tree", false, "with -pid: sum the proportional set size (Pss) of the process and all its descendants")
 	fs.StringVar(&cfg.VerifyPOP3, "verify-pop3", "", "POP3 `host:port`: poll STAT until every accepted message is visible")
 	fs.StringVar(&cfg.POP3User, "pop3-user", "", "POP3 login for -verify-pop3 (default: the first -rcpt)")
 	fs.StringVar(&cfg.POP3Pass, "pop3-pass", "", "POP3 password for -verify-pop3")
