@@ -77,6 +77,8 @@ type SMTPConfig struct {
 	DataTimeout         Duration `toml:"data_timeout"`
 	MaxConnections      int      `toml:"max_connections"`
 	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	MaxCommands         int      `toml:"max_commands"`
+	MaxErrors           int      `toml:"max_errors"`
 }
 
 // POP3Config holds the limits and timeouts of both POP3 listeners.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"mailbox/internal/throttle"
+	"mailbox/pop3"
 	"mailbox/store"
 	mtls "mailbox/tls"
 )
@@ -39,6 +40,8 @@ type deps struct {
 	store   *store.Store
 	tls     *mtls.Source
 	limiter *throttle.Limiter
+
+	pop3Server *pop3.Server // shared by the pop3 and pop3s listeners
 }
 
 // service is one [listen] key: what it runs and how its server is built.
@@ -174,7 +177,12 @@ wait:
 		}
 	}()
 	var wg sync.WaitGroup
+	shut := map[server]bool{} // a server may serve several listeners
 	for _, r := range running {
+		if shut[r.srv] {
+			continue
+		}
+		shut[r.srv] = true
 		wg.Go(func() {
 			if err := r.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				log.Warn("shutdown", "listener", r.key, "err", err)
