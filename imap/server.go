@@ -1,0 +1,472 @@
+// Package imap serves the shared store over IMAP4rev2 and IMAP4rev1
+// (RFC 9051, RFC 3501) with IDLE and the extensions go-imap's imapserver
+// can advertise, as a backend of github.com/emersion/go-imap/v2/imapserver.
+// Wire parsing is the library's; this package maps each command onto the
+// store and keeps every selected mailbox live from the store's events.
+//
+// One imapserver.MailboxTracker per mailbox is shared by every session of
+// the process. It is fed by one store subscription per logged-in account
+// (see state.go), so a message delivered over SMTP, a POP3 deletion or a
+// flag set by another session reaches every selected session as EXISTS,
+// EXPUNGE or FETCH FLAGS.
+package imap
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"mailbox/internal/throttle"
+	"mailbox/store"
+)
+
+const (
+	// DefaultIdleTimeout is how long an authenticated session may stay
+	// silent, IDLE included, before it is logged out. RFC 9051 §5.4: at
+	// least 30 minutes. (The library also ends a connection silent for
+	// 35 minutes, so a longer value has no effect.)
+	DefaultIdleTimeout = 30 * time.Minute
+	// DefaultAuthTimeout is how long a connection may take from greeting
+	// to successful login. (The library also drops a client silent for 30
+	// seconds before login.)
+	DefaultAuthTimeout = time.Minute
+	// DefaultMaxConns bounds concurrent connections to one Server.
+	DefaultMaxConns = 5000
+	// DefaultMaxConnsPerIP bounds concurrent connections from one client
+	// address (IPv6 counted per /64).
+	DefaultMaxConnsPerIP = 200
+	// DefaultAppendLimit is the largest message APPEND accepts, in bytes
+	// (advertised as APPENDLIMIT, RFC 7889).
+	DefaultAppendLimit = 50 << 20
+	// DefaultAppendMemory bounds the bytes of all APPEND literals held in
+	// memory at once across the server; further APPENDs wait.
+	DefaultAppendMemory = 256 << 20
+	// DefaultHostname names the server in greetings and logs.
+	DefaultHostname = "localhost"
+	// DefaultShutdownGrace is how long Shutdown waits for a command in
+	// progress when its context has no deadline.
+	DefaultShutdownGrace = 10 * time.Second
+)
+
+// Options configures a Server. Zero values mean the documented default.
+type Options struct {
+	// Store holds the mail. Required.
+	Store *store.Store
+	// TLS is offered with STARTTLS on plain listeners; nil disables
+	// STARTTLS. For IMAPS pass a TLS listener to Serve.
+	TLS *tls.Config
+	// Logger receives connection logs; nil discards them.
+	Logger *slog.Logger
+	// Limiter slows down repeated failed logins; share it with POP3 and
+	// SMTP. Nil means a limiter of this server alone.
+	Limiter *throttle.Limiter
+	// Hostname names the server (default DefaultHostname).
+	Hostname string
+	// AllowPlaintext allows LOGIN and AUTHENTICATE on unencrypted
+	// connections from any address. Without it they are refused
+	// (LOGINDISABLED) except on loopback.
+	AllowPlaintext bool
+	// IdleTimeout (default DefaultIdleTimeout), AuthTimeout (default
+	// DefaultAuthTimeout): see the constants.
+	IdleTimeout, AuthTimeout time.Duration
+	// MaxConns (default DefaultMaxConns) and MaxConnsPerIP (default
+	// DefaultMaxConnsPerIP) bound concurrent connections; a connection
+	// over either limit gets "* BYE" and is closed.
+	MaxConns, MaxConnsPerIP int
+	// AppendLimit is the largest APPEND in bytes (default
+	// DefaultAppendLimit); an account's quota lowers it further.
+	AppendLimit int64
+	// AppendMemory bounds APPEND literals held at once, in bytes (default
+	// DefaultAppendMemory, at least AppendLimit).
+	AppendMemory int64
+}
+
+// Server is an IMAP server over the store. It is safe for concurrent use.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	limiter *throttle.Limiter
+	reg     *registry
+	appends *byteSemaphore
+
+	// strict refuses plaintext login; lax allows it (loopback, or
+	// AllowPlaintext). Each is fed connections through a chanListener, so
+	// the library's own TLS check stays intact.
+	strict, lax     *imapserver.Server
+	strictLn, laxLn *chanListener
+	startOnce       sync.Once
+	libDone         sync.WaitGroup
+
+	nextID atomic.Uint64
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	sessions  map[*session]struct{}
+	perIP     map[string]int
+	idle      *sync.Cond // signalled when a session ends
+}
+
+// New returns a Server for opts.
+func New(opts Options) *Server {
+	if opts.Hostname == "" {
+		opts.Hostname = DefaultHostname
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.AuthTimeout <= 0 {
+		opts.AuthTimeout = DefaultAuthTimeout
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	if opts.MaxConnsPerIP <= 0 {
+		opts.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if opts.AppendLimit <= 0 {
+		opts.AppendLimit = DefaultAppendLimit
+	}
+	if opts.AppendLimit > 1<<32-1 {
+		opts.AppendLimit = 1<<32 - 1 // APPENDLIMIT is a number (uint32) in the library
+	}
+	if opts.AppendMemory <= 0 {
+		opts.AppendMemory = DefaultAppendMemory
+	}
+	opts.AppendMemory = max(opts.AppendMemory, opts.AppendLimit)
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	limiter := opts.Limiter
+	if limiter == nil {
+		limiter = throttle.New(throttle.Options{})
+	}
+	srv := &Server{
+		opts:      opts,
+		log:       log,
+		limiter:   limiter,
+		appends:   newByteSemaphore(opts.AppendMemory),
+		listeners: map[net.Listener]struct{}{},
+		sessions:  map[*session]struct{}{},
+		perIP:     map[string]int{},
+		strictLn:  newChanListener(),
+		laxLn:     newChanListener(),
+	}
+	srv.idle = sync.NewCond(&srv.mu)
+	srv.reg = newRegistry(opts.Store, log)
+	libOpts := func(insecure bool) *imapserver.Options {
+		return &imapserver.Options{
+			NewSession:   srv.newSession,
+			Caps:         capabilities(),
+			Logger:       libLogger{log},
+			TLSConfig:    opts.TLS,
+			InsecureAuth: insecure,
+		}
+	}
+	srv.strict = imapserver.New(libOpts(false))
+	srv.lax = imapserver.New(libOpts(true))
+	return srv
+}
+
+// capabilities are what the library advertises for us; each is
+// implemented by session (see the tests named after each).
+func capabilities() imap.CapSet {
+	return imap.CapSet{
+		imap.CapIMAP4rev2:        {},
+		imap.CapIMAP4rev1:        {},
+		imap.CapNamespace:        {},
+		imap.CapUIDPlus:          {},
+		imap.CapESearch:          {},
+		imap.CapSearchRes:        {},
+		imap.CapListExtended:     {},
+		imap.CapListStatus:       {},
+		imap.CapMove:             {},
+		imap.CapStatusSize:       {},
+		imap.CapChildren:         {},
+		imap.CapBinary:           {},
+		imap.CapSpecialUse:       {},
+		imap.CapCreateSpecialUse: {},
+		imap.CapLiteralPlus:      {},
+		imap.CapUnauthenticate:   {},
+		imap.CapAppendLimit:      {},
+	}
+}
+
+// Serve accepts connections on ln until Shutdown. A TLS listener serves
+// IMAPS (implicit TLS); a plain one offers STARTTLS when Options.TLS is
+// set.
+func (srv *Server) Serve(ln net.Listener) error {
+	srv.startOnce.Do(func() {
+		for _, p := range []struct {
+			lib *imapserver.Server
+			ln  *chanListener
+		}{{srv.strict, srv.strictLn}, {srv.lax, srv.laxLn}} {
+			srv.libDone.Add(1)
+			go func() {
+				defer srv.libDone.Done()
+				if err := p.lib.Serve(p.ln); err != nil {
+					srv.log.Error("imap serve", "err", err)
+				}
+			}()
+		}
+	})
+	srv.mu.Lock()
+	if srv.closing {
+		srv.mu.Unlock()
+		return errors.New("imap: server closed")
+	}
+	srv.listeners[ln] = struct{}{}
+	srv.mu.Unlock()
+	defer func() {
+		srv.mu.Lock()
+		delete(srv.listeners, ln)
+		srv.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			srv.mu.Lock()
+			closing := srv.closing
+			srv.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				srv.log.Warn("imap accept", "err", err, "retry", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("imap accept: %w", err)
+		}
+		delay = 0
+		if srv.opts.AllowPlaintext || isLoopback(c.RemoteAddr()) {
+			srv.laxLn.push(c)
+		} else {
+			srv.strictLn.push(c)
+		}
+	}
+}
+
+// Shutdown stops accepting, sends "* BYE" to every session once its
+// command in progress has finished, and waits for the sessions to end or
+// ctx to be done; then it closes whatever is left.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	srv.closing = true
+	for ln := range srv.listeners {
+		ln.Close()
+	}
+	sessions := make([]*session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		sessions = append(sessions, s)
+	}
+	srv.mu.Unlock()
+	srv.strictLn.Close()
+	srv.laxLn.Close()
+
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultShutdownGrace)
+		defer cancel()
+	}
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+
+	// Wait for the sessions to run their Close.
+	done := make(chan struct{})
+	go func() {
+		srv.mu.Lock()
+		for len(srv.sessions) > 0 && ctx.Err() == nil {
+			srv.idle.Wait()
+		}
+		srv.mu.Unlock()
+		close(done)
+	}()
+	stop := context.AfterFunc(ctx, func() {
+		srv.mu.Lock()
+		srv.idle.Broadcast()
+		srv.mu.Unlock()
+	})
+	<-done
+	stop()
+	srv.strict.Close()
+	srv.lax.Close()
+	srv.libDone.Wait()
+	srv.reg.closeAll()
+	return ctx.Err()
+}
+
+// newSession is the library's NewSession hook: it checks the connection
+// limits and creates the session.
+func (srv *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+	remote := c.NetConn().RemoteAddr()
+	ipKey := clientKey(remote)
+	srv.mu.Lock()
+	switch {
+	case srv.closing:
+		srv.mu.Unlock()
+		return nil, nil, byeError("Server shutting down")
+	case len(srv.sessions) >= srv.opts.MaxConns:
+		srv.mu.Unlock()
+		srv.log.Warn("imap connection limit", "remote", remote.String(), "limit", srv.opts.MaxConns)
+		return nil, nil, byeError("Too many connections, try again later")
+	case srv.perIP[ipKey] >= srv.opts.MaxConnsPerIP:
+		srv.mu.Unlock()
+		srv.log.Warn("imap per-address connection limit", "remote", remote.String(), "limit", srv.opts.MaxConnsPerIP)
+		return nil, nil, byeError("Too many connections from your address")
+	}
+	id := fmt.Sprintf("i%x", srv.nextID.Add(1))
+	sess := newSession(srv, c, id, ipKey)
+	srv.sessions[sess] = struct{}{}
+	srv.perIP[ipKey]++
+	srv.mu.Unlock()
+	sess.log.Debug("imap connect")
+	return sess, nil, nil
+}
+
+// forget removes a session that has ended.
+func (srv *Server) forget(sess *session) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if _, ok := srv.sessions[sess]; !ok {
+		return
+	}
+	delete(srv.sessions, sess)
+	if srv.perIP[sess.ipKey]--; srv.perIP[sess.ipKey] <= 0 {
+		delete(srv.perIP, sess.ipKey)
+	}
+	srv.idle.Broadcast()
+}
+
+func byeError(text string) error {
+	return &imap.Error{Type: imap.StatusResponseTypeBye, Text: text}
+}
+
+func isLoopback(a net.Addr) bool {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.IsLoopback()
+	}
+	return false
+}
+
+// clientKey names a client address for per-address limits: the IP, or
+// the /64 of an IPv6 address.
+func clientKey(a net.Addr) string {
+	host := a.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	}
+	return host
+}
+
+// chanListener hands accepted connections to a library server.
+type chanListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.closed.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
+// libLogger adapts the library's Printf logging. It reports client I/O
+// errors (most of what it logs) at debug level and panics at error.
+type libLogger struct{ log *slog.Logger }
+
+func (l libLogger) Printf(format string, args ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	if strings.Contains(msg, "panic") {
+		l.log.Error("imap library", "err", msg)
+		return
+	}
+	l.log.Debug("imap library", "err", msg)
+}
+
+// byteSemaphore bounds the bytes held by APPEND literals at once.
+type byteSemaphore struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	free int64
+}
+
+func newByteSemaphore(n int64) *byteSemaphore {
+	s := &byteSemaphore{free: n}
+	s.cond = sync.NewCond(&s.mu)
+	return s
+}
+
+// acquire takes n bytes, waiting until they are free or ctx is done.
+func (s *byteSemaphore) acquire(ctx context.Context, n int64) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.free < n {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s.cond.Wait()
+	}
+	s.free -= n
+	return nil
+}
+
+func (s *byteSemaphore) release(n int64) {
+	s.mu.Lock()
+	s.free += n
+	s.cond.Broadcast()
+	s.mu.Unlock()
+}
