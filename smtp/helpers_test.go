@@ -278,10 +278,14 @@ func (x *raw) expect(re string) string {
 	return l
 }
 
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
 // closed reports whether the server closed the connection (after
-// draining what it sent).
+// draining what it sent): EOF, or a reset when it closed with our bytes
+// unread, as opposed to a timeout.
 func (x *raw) closed() bool {
 	x.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := io.ReadAll(x.r)
-	return err == nil
+	var ne net.Error
+	return err == nil || !(errors.As(err, &ne) && ne.Timeout())
 }

@@ -63,7 +63,9 @@ const (
 	// DefaultHostname names the server in the greeting and Received:.
 	DefaultHostname = "localhost"
 	// DefaultMaxMessageBytes is the largest message accepted (advertised
-	// as SIZE, RFC 1870), before the trace headers we add.
+	// as SIZE, RFC 1870), before the trace headers we add. (go-smtp's DATA
+	// reader stops one byte short: a message of exactly this size is
+	// refused, one byte less fits.)
 	DefaultMaxMessageBytes = 50 << 20 // 50 MiB
 	// DefaultMaxRecipients is RCPT commands per message: the minimum
 	// RFC 5321 §4.5.3.1.8 lets a server require of itself.

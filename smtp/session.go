@@ -272,8 +272,11 @@ func (sess *session) dataError(msgid string, err error) error {
 	case errors.Is(err, gosmtp.ErrDataReset):
 		return err // BDAT aborted by RSET: go-smtp answers the RSET
 	case errors.As(err, &ne) && ne.Timeout():
+		// The rest of the message may still come; it must not be read as
+		// commands, so the connection ends after the reply.
 		sess.logger().Warn("data timeout", "msgid", msgid, "timeout", sess.srv.opts.DataTimeout)
-		return sess.refuse("DATA", replyDataTimeout, "msgid", msgid)
+		sess.conn.hangup.Store(true)
+		return replyDataTimeout
 	}
 	sess.logger().Info("data aborted", "msgid", msgid, "err", err)
 	return replyConnError
