@@ -711,6 +711,12 @@ func TestAdminWhileServing(t *testing.T) {
 		t.Errorf("postmaster has %d messages", n)
 	}
 
+	// A second server on the same data directory is refused.
+	second := in.run("", "serve")
+	if second.code != exitError || !strings.Contains(second.stderr, fmt.Sprintf("another mailbox serve (pid %d) is using", p.cmd.Process.Pid)) {
+		t.Errorf("second serve: exit %d, stderr %q", second.code, second.stderr)
+	}
+
 	in.must("", "domain", "add", "example.org")
 	in.addUser("carol@example.org", "carol's pass")
 	c := dialPOP3(t, p.addr("pop3"))

@@ -12,21 +12,21 @@ import (
 func services() []service {
 	return []service{
 		{key: "smtp", what: "SMTP, inbound mail (MX), STARTTLS",
-			build: func(d *deps) (server, string, error) { return smtp.New(smtpOptions(d, smtp.ModeMX)), "", nil }},
+			build: func(d *deps) (server, error) { return smtp.New(smtpOptions(d, smtp.ModeMX)), nil }},
 		{key: "submission", what: "SMTP submission, STARTTLS + AUTH",
-			build: func(d *deps) (server, string, error) { return smtp.New(smtpOptions(d, smtp.ModeSubmission)), "", nil }},
+			build: func(d *deps) (server, error) { return smtp.New(smtpOptions(d, smtp.ModeSubmission)), nil }},
 		{key: "submissions", what: "SMTP submission, implicit TLS + AUTH", alpn: "smtp",
-			build: func(d *deps) (server, string, error) { return smtp.New(smtpOptions(d, smtp.ModeSubmissions)), "", nil }},
+			build: func(d *deps) (server, error) { return smtp.New(smtpOptions(d, smtp.ModeSubmissions)), nil }},
 		{key: "pop3", what: "POP3, STLS",
-			build: func(d *deps) (server, string, error) { return d.pop3(), "", nil }},
+			build: func(d *deps) (server, error) { return d.pop3(), nil }},
 		{key: "pop3s", what: "POP3, implicit TLS", alpn: "pop3",
-			build: func(d *deps) (server, string, error) { return d.pop3(), "", nil }},
+			build: func(d *deps) (server, error) { return d.pop3(), nil }},
 		{key: "imap", what: "IMAP, STARTTLS"},
 		{key: "imaps", what: "IMAP, implicit TLS", alpn: "imap"},
-		{key: "http", what: "HTTP: ACME HTTP-01 challenges",
-			build: func(d *deps) (server, string, error) { return buildACMEHTTP(d, false) }},
-		{key: "https", what: "HTTPS: ACME TLS-ALPN-01 challenges",
-			build: func(d *deps) (server, string, error) { return buildACMEHTTP(d, true) }},
+		{key: "http", what: "HTTP: ACME HTTP-01 challenges", off: acmeOnly,
+			build: func(d *deps) (server, error) { return buildACMEHTTP(d, false) }},
+		{key: "https", what: "HTTPS: ACME TLS-ALPN-01 challenges", off: acmeOnly,
+			build: func(d *deps) (server, error) { return buildACMEHTTP(d, true) }},
 	}
 }
 

@@ -51,10 +51,27 @@ type service struct {
 	what string // shown at start and by `mailbox status`
 	// alpn, when set, wraps the listener in implicit TLS with this ALPN id.
 	alpn string
+	// off, when set, gives a reason for the listener to stay off in this
+	// configuration ("" when it should run).
+	off func(cfg *Config) string
 	// build makes the server; nil means the protocol is not built yet, and
-	// the listener stays off. It returns a reason to stay off instead when
-	// the service has nothing to do in this configuration.
-	build func(d *deps) (srv server, off string, err error)
+	// the listener stays off.
+	build func(d *deps) (server, error)
+}
+
+// state says whether a configured listener runs, and if not, why not.
+func (svc service) state(cfg *Config, addr string) (off string) {
+	switch {
+	case addr == "":
+		return "off (disabled in config)"
+	case svc.build == nil:
+		return "off (not built yet)"
+	case svc.off != nil:
+		if why := svc.off(cfg); why != "" {
+			return "off (" + why + ")"
+		}
+	}
+	return ""
 }
 
 func serveCommand() *command {
@@ -87,6 +104,12 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: log})
 	if err != nil {
@@ -225,31 +248,25 @@ func startListeners(d *deps) ([]runningListener, []listenerState, error) {
 	for _, svc := range services() {
 		addr := addrs[svc.key]
 		st := listenerState{key: svc.key, addr: addr, what: svc.what}
-		switch {
-		case addr == "":
-			st.state = "off (disabled in config)"
-		case svc.build == nil:
-			st.state = "off (not built yet)"
-		}
-		if st.state != "" {
+		if st.state = svc.state(d.cfg, addr); st.state != "" {
 			if addr == "" {
 				st.addr = "-"
 			}
 			report = append(report, st)
 			continue
 		}
-		srv, off, err := svc.build(d)
+		srv, err := svc.build(d)
 		if err != nil {
 			return fail(fmt.Errorf("listen.%s: %w", svc.key, err))
 		}
-		if off != "" {
-			st.state = "off (" + off + ")"
-			report = append(report, st)
-			continue
-		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fail(&configError{msg: fmt.Sprintf("listen.%s: %q: %v", svc.key, addr, errors.Unwrap(errors.Unwrap(err)))})
+			reason := err.Error()
+			var opErr *net.OpError
+			if errors.As(err, &opErr) {
+				reason = opErr.Err.Error() // "bind: address already in use"
+			}
+			return fail(fmt.Errorf("listen.%s = %q: %s (another server on this port? change listen.%s, or set it to \"\" to turn it off)", svc.key, addr, reason, svc.key))
 		}
 		st.addr = ln.Addr().String()
 		st.state = "up"
@@ -334,10 +351,19 @@ type acmeHTTP struct {
 	done chan struct{}
 }
 
-func buildACMEHTTP(d *deps, useTLS bool) (server, string, error) {
-	if d.tls.Mode() != mtls.ModeACME {
-		return nil, "webmail not built yet", nil
+// acmeOnly keeps the web listeners off unless certificates come from ACME.
+func acmeOnly(cfg *Config) string {
+	mode := cfg.TLS.Mode
+	if mode == "" {
+		mode = mtls.DefaultMode(cfg.Hostname)
 	}
+	if mode != mtls.ModeACME {
+		return "webmail not built yet"
+	}
+	return ""
+}
+
+func buildACMEHTTP(d *deps, useTLS bool) (server, error) {
 	h := &acmeHTTP{tls: useTLS}
 	var handler http.Handler = http.NotFoundHandler()
 	if !useTLS {
@@ -351,7 +377,7 @@ func buildACMEHTTP(d *deps, useTLS bool) (server, string, error) {
 	if useTLS {
 		h.srv.TLSConfig = d.tls.Config("h2", "http/1.1")
 	}
-	return h, "", nil
+	return h, nil
 }
 
 func (h *acmeHTTP) Serve(ln net.Listener) error {

@@ -45,12 +45,12 @@ func runStatus(ctx context.Context, c *cli, args []string) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, svc := range services() {
 		addr := addrs[svc.key]
-		state := ""
+		state := svc.state(&cfg, addr)
 		switch {
-		case addr == "":
-			addr, state = "-", "off (disabled in config)"
-		case svc.build == nil:
-			state = "off (not built yet)"
+		case state != "":
+			if addr == "" {
+				addr = "-"
+			}
 		case probe(ctx, addr):
 			state = "answering"
 		default:
