@@ -178,7 +178,7 @@ func (m *acmeManager) waitLoaded(ctx context.Context, names []string, limit time
 	for {
 		loaded := 0
 		for _, n := range names {
-			if m.exact(n) != nil {
+			if m.exact(n, true) != nil {
 				loaded++
 			}
 		}
@@ -230,33 +230,34 @@ func (m *acmeManager) onEvent(_ context.Context, event string, data map[string]a
 	return nil
 }
 
-// exact returns the cached certificate for name (exact or wildcard match),
-// preferring one that has not expired.
-func (m *acmeManager) exact(name string) *certmagic.Certificate {
+// exact returns the cached certificate for name (exact or wildcard match)
+// that has not expired, or with anyAge one that has, if that is all there is.
+func (m *acmeManager) exact(name string, anyAge bool) *certmagic.Certificate {
 	certs := m.cache.AllMatchingCertificates(name)
-	if len(certs) == 0 {
-		return nil
-	}
 	now := time.Now()
 	for i := range certs {
 		if certs[i].Leaf != nil && now.Before(certs[i].Leaf.NotAfter) {
 			return &certs[i]
 		}
 	}
-	return &certs[0]
+	if anyAge && len(certs) > 0 {
+		return &certs[0]
+	}
+	return nil
 }
 
 // certificate picks the ACME certificate for a handshake: the one for the
 // requested name, else the host name's (for clients that send no SNI or a
-// name we have no certificate for). Nil means none is held yet.
+// name we have no certificate for). Nil means no unexpired one is held, and
+// the local certificate is served instead.
 func (m *acmeManager) certificate(serverName string) *cryptotls.Certificate {
 	name := normalizeName(serverName)
 	if name == "" {
 		name = m.hostname
 	}
-	c := m.exact(name)
+	c := m.exact(name, false)
 	if c == nil && name != m.hostname {
-		c = m.exact(m.hostname)
+		c = m.exact(m.hostname, false)
 	}
 	if c == nil {
 		return nil
@@ -279,7 +280,7 @@ func (m *acmeManager) status() []CertStatus {
 	out := make([]CertStatus, 0, len(m.names))
 	for _, n := range m.names {
 		st := CertStatus{Source: ModeACME, Names: []string{n}}
-		if c := m.exact(n); c != nil && c.Leaf != nil {
+		if c := m.exact(n, true); c != nil && c.Leaf != nil {
 			st.Names = certNames(c.Leaf)
 			st.Issuer = c.Leaf.Issuer.CommonName
 			st.NotBefore, st.NotAfter = c.Leaf.NotBefore, c.Leaf.NotAfter

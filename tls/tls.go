@@ -409,14 +409,11 @@ func (s *Source) Status() []CertStatus {
 	case ModeLocal:
 		out = append(out, s.local.status())
 	case ModeACME:
+		// acme[0] is the host name's certificate, which handshakes for names
+		// without their own get; the local one is served only without it.
 		acme := s.acme.status()
 		fallback := s.local.status()
-		fallback.Serving = false
-		for _, st := range acme {
-			if !st.Serving {
-				fallback.Serving = true
-			}
-		}
+		fallback.Serving = !acme[0].Serving
 		out = append(acme, fallback)
 	}
 	return out
