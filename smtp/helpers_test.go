@@ -278,6 +278,19 @@ func (x *raw) expect(re string) string {
 	return l
 }
 
+func tlsPair(t testing.TB) (server, client *tls.Config) { return transcript.TLSPair(t) }
+
+// listen opens a loopback listener closed at the end of the test.
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
 // closed reports whether the server closed the connection (after
