@@ -362,23 +362,21 @@ func (c *client) login(user, pass string) {
 func (c *client) multi() []byte {
 	c.t.Helper()
 	var out []byte
+	bol := true
 	for {
 		c.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 		l, err := c.r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			out = append(out, l...)
-			continue
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			c.t.Fatalf("read: %v", err)
 		}
-		if string(l) == ".\r\n" {
+		if bol && string(l) == ".\r\n" {
 			return out
 		}
-		if l[0] == '.' {
+		if bol && l[0] == '.' {
 			l = l[1:]
 		}
 		out = append(out, l...)
+		bol = err == nil
 	}
 }
 
