@@ -31,6 +31,10 @@ const (
 	maxParamSegments = 256
 	// maxLanguages bounds the tags kept from Content-Language.
 	maxLanguages = 32
+	// maxDateBytes bounds the Date: value parsed; a real one is ~40.
+	maxDateBytes = 256
+	// maxMsgIDs bounds the message IDs kept from In-Reply-To.
+	maxMsgIDs = 100
 )
 
 // parseMessage parses raw message bytes into the Meta kept beside a blob.
@@ -731,10 +735,10 @@ func (p *parser) looseAddress(item string) (Address, bool) {
 }
 
 // msgIDs returns the message IDs in angle brackets in v, brackets and
-// white space removed.
+// white space removed, at most maxMsgIDs.
 func msgIDs(v string) []string {
 	var ids []string
-	for {
+	for len(ids) < maxMsgIDs {
 		lt := strings.IndexByte(v, '<')
 		if lt < 0 {
 			return ids
@@ -749,6 +753,7 @@ func msgIDs(v string) []string {
 		}
 		v = v[lt+gt+1:]
 	}
+	return ids
 }
 
 // obsoleteZones are the RFC 5322 §4.3 zone names the standard parser
@@ -763,13 +768,16 @@ func parseDate(v string) time.Time {
 	if v == "" {
 		return time.Time{}
 	}
+	if len(v) > maxDateBytes {
+		v = v[:maxDateBytes]
+	}
 	t, err := mail.ParseDate(v)
 	if err != nil {
-		// Trailing junk after the zone is common; try without it.
+		// Trailing junk after the zone is common: try the date's first
+		// words ("Mon, 2 Mar 2026 10:00:00 +0100" has six).
 		f := strings.Fields(v)
-		for len(f) > 4 && err != nil {
-			f = f[:len(f)-1]
-			t, err = mail.ParseDate(strings.Join(f, " "))
+		for n := min(len(f)-1, 6); n >= 4 && err != nil; n-- {
+			t, err = mail.ParseDate(strings.Join(f[:n], " "))
 		}
 		if err != nil {
 			return time.Time{}

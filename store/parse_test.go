@@ -520,6 +520,33 @@ func TestParseMessageLimits(t *testing.T) {
 			t.Errorf("subject %q, structure %s", m.Envelope.Subject, shape(&m.Structure))
 		}
 	})
+	t.Run("pathological headers", func(t *testing.T) {
+		// Each must parse in time linear in its size.
+		const n = 1 << 19
+		for name, in := range map[string]string{
+			"nested comments":       "From: " + strings.Repeat("(", n) + "\r\n\r\n",
+			"angle brackets":        "To: " + strings.Repeat("<", n) + "\r\n\r\n",
+			"quoted names":          "To: " + strings.Repeat("\"a\" ", n/4) + "\r\n\r\n",
+			"many addresses":        "To: " + strings.Repeat("a@b, ", n/5) + "\r\n\r\n",
+			"many bad addresses":    "To: " + strings.Repeat("a b@c <d, ", n/10) + "\r\n\r\n",
+			"many encoded words":    "Subject: " + strings.Repeat("=?utf-8?q?a?= ", n/14) + "\r\n\r\n",
+			"unfinished words":      "Subject: " + strings.Repeat("=?x?q?", n/6) + "\r\n\r\n",
+			"many parameters":       "Content-Type: text/plain; " + strings.Repeat("a*1*=x; ", n/8) + "\r\n\r\n",
+			"long parameter number": "Content-Type: text/plain; name*" + strings.Repeat("0", n) + "=x\r\n\r\n",
+			"long date":             "Date: " + strings.Repeat("1 ", n/2) + "\r\n\r\n",
+			"many message ids":      "In-Reply-To: " + strings.Repeat("<a>", n/3) + "\r\n\r\n",
+			"many fields":           strings.Repeat("X: y\r\n", n/6) + "\r\n",
+			"many continuations":    "Subject: a\r\n" + strings.Repeat(" b\r\n", n/4) + "\r\n",
+			"many languages":        "Content-Language: " + strings.Repeat("en, ", n/4) + "\r\n\r\n",
+		} {
+			start := time.Now()
+			m := parseMessage([]byte(in))
+			checkInvariants(t, []byte(in), &m)
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("%s: parse took %v", name, d)
+			}
+		}
+	})
 	t.Run("many delimiter-like lines", func(t *testing.T) {
 		// Lines that start like a delimiter but match no boundary must not
 		// make the scan quadratic.
