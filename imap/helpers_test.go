@@ -3,6 +3,7 @@ package imap
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -38,7 +39,7 @@ func newTestServer(t testing.TB, msgs []string, opts ...func(*Options)) *testSer
 		Users:    map[string]string{alice: alicePass, bob: bobPass},
 		Messages: map[string][]string{alice: msgs},
 	})
-	o := Options{Store: st}
+	o := Options{Store: st, Logger: testLogger(t)}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -58,6 +59,21 @@ func newTestServer(t testing.TB, msgs []string, opts ...func(*Options)) *testSer
 		}
 	})
 	return &testServer{st: st, srv: srv, addr: ln.Addr().String()}
+}
+
+// testLogger sends server logs to the test log with -v.
+func testLogger(t testing.TB) *slog.Logger {
+	if !testing.Verbose() {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // updates collects unilateral responses as short strings: "EXISTS 3",
@@ -163,6 +179,14 @@ func (c *client) mustSelect(t testing.TB, name string) *imap.SelectData {
 	d, err := c.Select(name, nil).Wait()
 	if err != nil {
 		t.Fatalf("select %s: %v", name, err)
+	}
+	// imapclient completes the command before it records the selected
+	// mailbox; wait for that.
+	for range 100 {
+		if c.Mailbox() != nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
 	}
 	return d
 }
