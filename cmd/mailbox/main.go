@@ -14,10 +14,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 )
 
 // Exit codes.
@@ -35,9 +33,9 @@ func main() {
 		getenv:  os.Getenv,
 		environ: os.Environ(),
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(c.run(ctx, os.Args[1:]))
+	// serve handles its own signals (graceful shutdown); an admin command
+	// interrupted by one just ends: each store change is one transaction.
+	os.Exit(c.run(context.Background(), os.Args[1:]))
 }
 
 // cli is one invocation: its streams, environment and the flags every verb

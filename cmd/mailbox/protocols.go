@@ -8,7 +8,13 @@ import (
 )
 
 // services lists every [listen] key in the order they are reported, with
-// how each server is built. A protocol package joins by filling in build.
+// how each server is built. A protocol package joins in four steps:
+//  1. fill in build for its listeners below (implicit-TLS ones keep alpn);
+//  2. add a [section] struct of its limits and timeouts to Config, with
+//     defaults from the package's Default* constants in defaultConfig;
+//  3. map that section to the package's Options in a func like smtpOptions;
+//  4. list the new keys, with their defaults, in the README's configuration
+//     reference (TestREADMEListsEveryKey fails until they are).
 func services() []service {
 	return []service{
 		{key: "smtp", what: "SMTP, inbound mail (MX), STARTTLS",
