@@ -102,4 +102,3 @@ func skipMultiline(r *bufio.Reader) error {
 		bol = err == nil
 	}
 }
-
