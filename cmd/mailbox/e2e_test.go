@@ -875,3 +875,83 @@ func TestConfigErrorsStopStartup(t *testing.T) {
 		t.Errorf("port in use: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// The README's walk-through: curl reads the message over POP3, over POP3S
+// and over POP3 with STLS, trusting the CA that `mailbox tls ca` prints.
+func TestCurlPOP3(t *testing.T) {
+	needTool(t, "curl")
+	in := newInstance(t, "")
+	in.must("", "domain", "add", "localhost")
+	in.addUser("alice@localhost", "pass word")
+	p := in.start()
+	msg := testMessage("curl-1", "Hello, curl.")
+	if err := sendSMTP(t, p.addr("smtp"), "bob@example.org", "alice@localhost", msg); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(in.dir, "ca.crt")
+	if err := os.WriteFile(ca, []byte(in.must("", "tls", "ca")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{"plain", []string{"pop3://" + p.addr("pop3") + "/1"}},
+		{"pop3s", []string{"--cacert", ca, "pop3s://" + p.addr("pop3s") + "/1"}},
+		{"stls", []string{"--ssl-reqd", "--cacert", ca, "pop3://" + p.addr("pop3") + "/1"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"-sS", "--max-time", "20", "-u", "alice@localhost:pass word"}, tt.args...)
+			out, err := exec.Command("curl", args...).Output()
+			if err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					t.Fatalf("curl %s: %v\n%s", strings.Join(args, " "), err, ee.Stderr)
+				}
+				t.Fatal(err)
+			}
+			checkDelivered(t, out, msg)
+		})
+	}
+}
+
+// An authenticated user submits mail with swaks on both submission
+// listeners: STARTTLS + AUTH on submission, implicit TLS on submissions,
+// verifying the certificate against the local CA.
+func TestSwaksSubmission(t *testing.T) {
+	needTool(t, "swaks")
+	in := newInstance(t, "")
+	in.must("", "domain", "add", "localhost")
+	in.addUser("alice@localhost", "pw alice")
+	in.addUser("bob@localhost", "pw bob")
+	p := in.start()
+	ca := filepath.Join(in.dir, "ca.crt")
+	if err := os.WriteFile(ca, []byte(in.must("", "tls", "ca")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range []struct {
+		listener string
+		tls      string
+	}{
+		{"submission", "--tls"},
+		{"submissions", "--tls-on-connect"},
+	} {
+		out, err := exec.Command("swaks", "--server", "127.0.0.1", "--port", p.port(tt.listener),
+			tt.tls, "--tls-verify", "--tls-ca-path", ca,
+			"--auth", "PLAIN", "--auth-user", "bob@localhost", "--auth-password", "pw bob",
+			"--from", "bob@localhost", "--to", "alice@localhost", "--helo", "e2e.test",
+			"--header", "Subject: via "+tt.listener, "--timeout", "20").CombinedOutput()
+		if err != nil {
+			t.Fatalf("swaks on %s: %v\n%s", tt.listener, err, out)
+		}
+		if n := countMessages(t, p.addr("pop3"), "alice@localhost", "pw alice"); n != i+1 {
+			t.Fatalf("after submission on %s: %d messages, want %d", tt.listener, n, i+1)
+		}
+	}
+	// No AUTH, no submission.
+	out, err := exec.Command("swaks", "--server", "127.0.0.1", "--port", p.port("submission"), "--tls", "--tls-verify", "--tls-ca-path", ca,
+		"--from", "bob@localhost", "--to", "alice@localhost", "--timeout", "20").CombinedOutput()
+	if err == nil || !regexp.MustCompile(`(?m)^<[~*]\* +5\d\d `).Match(out) {
+		t.Errorf("submission without AUTH was not refused with 5xx: %v\n%s", err, out)
+	}
+}
