@@ -62,6 +62,8 @@ const (
 //     (its Content-Type is invalid, RFC 2045 §5.2). A multipart in which
 //     no part was found gets one empty text/plain part, as Dovecot shows
 //     it, because IMAP's body-type-mpart needs at least one.
+//   - A message header with neither MIME-Version nor Content-Type is not
+//     MIME: its other Content-* fields are ignored (as Dovecot does).
 //   - Parts without Content-Type are text/plain; charset=us-ascii, or
 //     message/rfc822 inside multipart/digest (RFC 2046 §5.1.5). Text parts
 //     without a charset get charset=us-ascii. A missing or invalid
@@ -131,6 +133,7 @@ const (
 	hBcc
 	hInReplyTo
 	hMessageID
+	hMIMEVersion
 	numFields
 )
 
@@ -153,6 +156,7 @@ var fieldNames = [numFields]string{
 	hBcc:         "bcc",
 	hInReplyTo:   "in-reply-to",
 	hMessageID:   "message-id",
+	hMIMEVersion: "mime-version",
 }
 
 // span is a field value in raw: the bytes after the colon, still folded.
@@ -355,6 +359,11 @@ func (p *parser) parsePart(start, depth int, inDigest, isMessage bool) (Part, En
 	var env Envelope
 	if isMessage {
 		env = p.envelope(&f)
+		if !f[hMIMEVersion].ok && !f[hContentType].ok {
+			// Not MIME (RFC 2045 §4): Content-* fields mean nothing.
+			// Dovecot, like us, takes Content-Type alone as MIME enough.
+			f = fields{}
+		}
 	}
 	kind, boundary := p.mimeFields(&part, &f, inDigest)
 	if (kind != kindLeaf) && (depth >= maxMIMEDepth || p.parts >= maxMIMEParts) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -351,9 +352,15 @@ func TestParseMessageFields(t *testing.T) {
 	if m.Structure.Encoding != "7bit" {
 		t.Errorf("invalid encoding = %q", m.Structure.Encoding)
 	}
-	m = parseMessage([]byte("Content-Transfer-Encoding: BASE64 \r\n\r\nx"))
+	m = parseMessage([]byte("MIME-Version: 1.0\r\nContent-Transfer-Encoding: BASE64 \r\n\r\nx"))
 	if m.Structure.Encoding != "base64" {
 		t.Errorf("encoding = %q", m.Structure.Encoding)
+	}
+	// Without MIME-Version or Content-Type a message is not MIME, and its
+	// Content-* fields mean nothing (RFC 2045 §4; Dovecot agrees).
+	m = parseMessage([]byte("Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment\r\n\r\nx"))
+	if m.Structure.Encoding != "7bit" || m.Structure.Disposition != "" {
+		t.Errorf("non-MIME message: encoding %q, disposition %q", m.Structure.Encoding, m.Structure.Disposition)
 	}
 	// A boundary folded across lines is unfolded (RFC 5322 §2.2.3).
 	m = parseMessage([]byte("Content-Type: multipart/mixed; boundary=\"foo\n bar\"\n\n--foo bar\n\nx\n--foo bar--\n"))
@@ -481,6 +488,251 @@ func TestParseMessageEnvelope(t *testing.T) {
 			got.Date, tt.want.Date = time.Time{}, time.Time{}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("envelope\n got %#v\nwant %#v", got, tt.want)
+			}
+		})
+	}
+}
+
+// The imap* helpers render a Meta the way an IMAP server writes
+// BODYSTRUCTURE and ENVELOPE (RFC 9051 §7.5.2, extension data included),
+// defaulting Sender and Reply-To to From as IMAP must, so the parse can be
+// compared with a real server's output. Parameters are sorted by name.
+
+func imapQuote(s string) string {
+	if s == "" {
+		return "NIL"
+	}
+	return strconv.Quote(s)
+}
+
+func imapParams(m map[string]string) string {
+	if len(m) == 0 {
+		return "NIL"
+	}
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, imapQuote(k)+" "+imapQuote(m[k]))
+	}
+	return "(" + strings.Join(parts, " ") + ")"
+}
+
+func imapAddresses(l []Address) string {
+	if len(l) == 0 {
+		return "NIL"
+	}
+	var b strings.Builder
+	b.WriteString("(")
+	for _, a := range l {
+		b.WriteString("(" + imapQuote(a.Name) + " NIL " + imapQuote(a.Mailbox) + " " + imapQuote(a.Host) + ")")
+	}
+	return b.String() + ")"
+}
+
+func imapEnvelope(e *Envelope) string {
+	date := "NIL"
+	if !e.Date.IsZero() {
+		date = imapQuote(e.Date.Format("Mon, 2 Jan 2006 15:04:05 -0700"))
+	}
+	sender, replyTo := e.Sender, e.ReplyTo
+	if len(sender) == 0 {
+		sender = e.From
+	}
+	if len(replyTo) == 0 {
+		replyTo = e.From
+	}
+	irt := ""
+	if len(e.InReplyTo) > 0 {
+		irt = "<" + strings.Join(e.InReplyTo, "> <") + ">"
+	}
+	mid := ""
+	if e.MessageID != "" {
+		mid = "<" + e.MessageID + ">"
+	}
+	return strings.Join([]string{date, imapQuote(e.Subject), imapAddresses(e.From), imapAddresses(sender), imapAddresses(replyTo), imapAddresses(e.To), imapAddresses(e.Cc), imapAddresses(e.Bcc), imapQuote(irt), imapQuote(mid)}, " ")
+}
+
+func imapExtension(p *Part) string {
+	disp := "NIL"
+	if p.Disposition != "" {
+		disp = "(" + imapQuote(p.Disposition) + " " + imapParams(p.DispositionParams) + ")"
+	}
+	lang := "NIL"
+	if len(p.Language) > 0 {
+		var l []string
+		for _, x := range p.Language {
+			l = append(l, imapQuote(x))
+		}
+		lang = "(" + strings.Join(l, " ") + ")"
+	}
+	return disp + " " + lang + " " + imapQuote(p.Location)
+}
+
+func imapBodyStructure(p *Part) string {
+	if p.Type == "multipart" {
+		var b strings.Builder
+		for i := range p.Parts {
+			b.WriteString("(" + imapBodyStructure(&p.Parts[i]) + ")")
+		}
+		return b.String() + " " + imapQuote(p.Subtype) + " " + imapParams(p.Params) + " " + imapExtension(p)
+	}
+	s := imapQuote(p.Type) + " " + imapQuote(p.Subtype) + " " + imapParams(p.Params) + " " + imapQuote(p.ID) + " " + imapQuote(p.Description) + " " + imapQuote(p.Encoding) + " " + strconv.FormatInt(p.Size, 10)
+	if p.Message != nil {
+		s += " (" + imapEnvelope(&p.Message.Envelope) + ") (" + imapBodyStructure(&p.Message.Structure) + ") " + strconv.FormatInt(p.Lines, 10)
+	} else if p.Type == "text" {
+		s += " " + strconv.FormatInt(p.Lines, 10)
+	}
+	return s + " " + imapQuote(p.MD5) + " " + imapExtension(p)
+}
+
+// TestParseMessageLikeDovecot compares our structure with what Dovecot
+// 2.3.19 answers for the same bytes (doveadm fetch imap.bodystructure
+// imap.envelope on a Maildir holding them). Known, deliberate differences
+// are left out of the table:
+//   - parameter values are RFC 2231 and RFC 2047 decoded (Dovecot passes
+//     "name*" and encoded words through), and type, subtype and parameter
+//     names are lower-case (Dovecot keeps their case);
+//   - subjects are decoded (go-imap encodes them again when writing);
+//   - a multipart without a boundary parameter, or with an invalid
+//     Content-Type, is text/plain (RFC 2045 §5.2), where Dovecot shows an
+//     empty multipart or an empty subtype; message/global is parsed like
+//     message/rfc822 (RFC 6532 §3.7), where Dovecot 2.3 shows a leaf;
+//   - sizes are of the stored bytes: Dovecot counts LF-only lines as CRLF;
+//   - an address without a domain has an empty Host (Dovecot writes
+//     MISSING_DOMAIN; the IMAP layer must do the same) and groups are
+//     flattened;
+//   - when a delimiter cuts the header of an encapsulated message, the
+//     line break before it belongs to the delimiter (Dovecot counts it in
+//     the message/rfc822 part).
+func TestParseMessageLikeDovecot(t *testing.T) {
+	tests := []struct {
+		name, file, input string
+		bodystructure     string
+		envelope          string // "" skips the comparison
+	}{
+		{
+			name: "alternative", file: "alternative.eml",
+			bodystructure: `("text" "plain" ("charset" "iso-8859-1") NIL NIL "quoted-printable" 50 1 NIL NIL NIL NIL)("text" "html" ("charset" "utf-8") NIL NIL "base64" 258 3 NIL NIL NIL NIL) "alternative" ("boundary" "alt-boundary") NIL NIL NIL`,
+		},
+		{
+			name: "digest", file: "digest.eml",
+			bodystructure: `("message" "rfc822" NIL NIL NIL "7bit" 56 (NIL "First" ((NIL NIL "one" "example.test")) ((NIL NIL "one" "example.test")) ((NIL NIL "one" "example.test")) NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 14 0 NIL NIL NIL NIL) 3 NIL NIL NIL NIL)("message" "rfc822" NIL NIL NIL "7bit" 58 (NIL "Second" ((NIL NIL "two" "example.test")) ((NIL NIL "two" "example.test")) ((NIL NIL "two" "example.test")) NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 15 0 NIL NIL NIL NIL) 3 NIL NIL NIL NIL) "digest" ("boundary" "dig") NIL NIL NIL`,
+			envelope:      `NIL "Digest" ((NIL NIL "list" "example.test")) ((NIL NIL "list" "example.test")) ((NIL NIL "list" "example.test")) ((NIL NIL "bob" "example.test")) NIL NIL NIL NIL`,
+		},
+		{
+			name: "mixed with attachment", file: "mixed-attachment.eml",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 32 0 NIL NIL NIL NIL)("application" "pdf" ("name" "report.pdf") "<report@example.test>" "Quarterly report" "base64" 64 NIL ("attachment" ("filename" "report.pdf")) NIL NIL) "mixed" ("boundary" "XYZ") NIL NIL NIL`,
+			envelope:      `"Wed, 4 Mar 2026 12:00:00 +0000" "The report" ((NIL NIL "alice" "example.test")) ((NIL NIL "alice" "example.test")) ((NIL NIL "alice" "example.test")) ((NIL NIL "bob" "example.test")) NIL NIL NIL NIL`,
+		},
+		{
+			name: "nested", file: "nested.eml",
+			bodystructure: `(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 10 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 16 0 NIL NIL NIL NIL) "alternative" ("boundary" "inner") NIL NIL NIL)("image" "png" NIL NIL NIL "base64" 12 NIL ("inline" ("filename" "dot.png")) NIL NIL) "mixed" ("boundary" "outer") NIL NIL NIL`,
+			envelope:      `NIL "Nested" ((NIL NIL "alice" "example.test")) ((NIL NIL "alice" "example.test")) ((NIL NIL "alice" "example.test")) ((NIL NIL "bob" "example.test")) NIL NIL NIL NIL`,
+		},
+		{
+			name: "prefix boundaries", file: "prefix-boundary.eml",
+			bodystructure: `(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 0 NIL NIL NIL NIL)("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 0 NIL NIL NIL NIL) "alternative" ("boundary" "abcdef") NIL NIL NIL)("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 5 0 NIL NIL NIL NIL) "mixed" ("boundary" "abc") NIL NIL NIL`,
+		},
+		{
+			name: "message/rfc822", file: "rfc822.eml",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 10 0 NIL NIL NIL NIL)("message" "rfc822" NIL NIL NIL "7bit" 349 ("Mon, 2 Mar 2026 10:00:00 +0100" "Lunch" (("Alice Example" NIL "alice" "example.test")) (("Alice Example" NIL "alice" "example.test")) (("Alice Example" NIL "alice" "example.test")) ((NIL NIL "bob" "example.test")) NIL NIL NIL "<lunch.1@example.test>") (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 16 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 23 0 NIL NIL NIL NIL) "alternative" ("boundary" "sub") NIL NIL NIL) 17 NIL ("attachment" ("filename" "lunch.eml")) NIL NIL) "mixed" ("boundary" "fwd") NIL NIL NIL`,
+			envelope:      `NIL "Fwd: Lunch" ((NIL NIL "bob" "example.test")) ((NIL NIL "bob" "example.test")) ((NIL NIL "bob" "example.test")) ((NIL NIL "carol" "example.test")) NIL NIL NIL NIL`,
+		},
+		{
+			name: "simple", file: "simple.eml",
+			bodystructure: `"text" "plain" ("charset" "utf-8") NIL NIL "8bit" 77 5 NIL NIL NIL NIL`,
+			envelope:      `"Mon, 2 Mar 2026 10:00:00 +0100" "Lunch on Friday?" (("Alice Example" NIL "alice" "example.test")) (("Alice Example" NIL "alice" "example.test")) (("Alice Example" NIL "alice" "example.test")) (("Bob" NIL "bob" "example.test")(NIL NIL "carol" "example.test")) (("Smith, Dave" NIL "dave" "example.test")) NIL NIL "<lunch.1@example.test>"`,
+		},
+		{
+			name: "boundary never found", input: "Content-Type: multipart/mixed; boundary=zz\n\nno parts here\n",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) "mixed" ("boundary" "zz") NIL NIL NIL`,
+		},
+		{
+			name: "close delimiter first", input: "Content-Type: multipart/mixed; boundary=zz\n\n--zz--\n",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) "mixed" ("boundary" "zz") NIL NIL NIL`,
+		},
+		{
+			name: "no close delimiter", input: "Content-Type: multipart/mixed; boundary=zz\n\n--zz\n\none\n--zz\nContent-Type: text/html\n\ntwo",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 3 0 NIL NIL NIL NIL) "mixed" ("boundary" "zz") NIL NIL NIL`,
+		},
+		{
+			name: "inner multipart not closed", input: "Content-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: multipart/alternative; boundary=i\n\n--i\n\na\n--o\n\nb\n--o--\n",
+			bodystructure: `(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 1 0 NIL NIL NIL NIL) "alternative" ("boundary" "i") NIL NIL NIL)("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 1 0 NIL NIL NIL NIL) "mixed" ("boundary" "o") NIL NIL NIL`,
+		},
+		{
+			name: "header cut by delimiter", input: "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: image/gif\n--b\n\nx\n--b--\n",
+			bodystructure: `("image" "gif" NIL NIL NIL "7bit" 0 NIL NIL NIL NIL)("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 1 0 NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL`,
+		},
+		{
+			name: "empty message/rfc822", input: "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n--b--\n",
+			bodystructure: `("message" "rfc822" NIL NIL NIL "7bit" 0 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) 0 NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL`,
+		},
+		{
+			name: "message/rfc822 at the top", input: "Content-Type: message/rfc822\n\nSubject: inner\n\nbody\n",
+			bodystructure: `"message" "rfc822" NIL NIL NIL "7bit" 24 (NIL "inner" NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1 NIL NIL NIL NIL) 3 NIL NIL NIL NIL`,
+			envelope:      `NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL`,
+		},
+		{
+			name: "header without body", input: "Subject: x\nContent-Type: multipart/mixed; boundary=b\n",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL`,
+			envelope:      `NIL "x" NIL NIL NIL NIL NIL NIL NIL NIL`,
+		},
+		{
+			name: "binary junk", input: "\x00\xff\xfe:\x00\n\n\x00\x01--\x00",
+			bodystructure: `"text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 5 0 NIL NIL NIL NIL`,
+			envelope:      `NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL`,
+		},
+		{
+			name: "not MIME", input: "Content-Transfer-Encoding: BASE64 \n\nx",
+			bodystructure: `"text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 1 0 NIL NIL NIL NIL`,
+		},
+		{
+			name: "digest with an explicit type", input: "Content-Type: multipart/digest; boundary=d\n\n--d\nContent-Type: text/plain\n\nhello\n--d\n\nSubject: s\n\nbody\n--d--\n",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 5 0 NIL NIL NIL NIL)("message" "rfc822" NIL NIL NIL "7bit" 18 (NIL "s" NIL NIL NIL NIL NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 0 NIL NIL NIL NIL) 2 NIL NIL NIL NIL) "digest" ("boundary" "d") NIL NIL NIL`,
+		},
+		{
+			name: "junk after delimiters", input: "Content-Type: multipart/mixed; boundary=b\n\n--b junk\n\none\n--b-- trailing\n",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 0 NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL`,
+		},
+		{
+			name: "delimiter matched by prefix", input: "Content-Type: multipart/mixed; boundary=b\n\n--bb\n\none\n--b--\n",
+			bodystructure: `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 0 NIL NIL NIL NIL) "mixed" ("boundary" "b") NIL NIL NIL`,
+		},
+		{
+			name: "space before colon", input: "Content-Type : text/html\nSubject : spaced\n\nx\n",
+			bodystructure: `"text" "html" ("charset" "us-ascii") NIL NIL "7bit" 3 1 NIL NIL NIL NIL`,
+			envelope:      `NIL "spaced" NIL NIL NIL NIL NIL NIL NIL NIL`,
+		},
+		{
+			name: "first Content-Type wins", input: "Content-Type: text/html\nContent-Type: image/png\n\nx\n",
+			bodystructure: `"text" "html" ("charset" "us-ascii") NIL NIL "7bit" 3 1 NIL NIL NIL NIL`,
+		},
+		{
+			name: "continuation before any field", input: " Subject: a\nFrom: b@c.d\n\nbody\n",
+			bodystructure: `"text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1 NIL NIL NIL NIL`,
+			envelope:      `NIL NIL ((NIL NIL "b" "c.d")) ((NIL NIL "b" "c.d")) ((NIL NIL "b" "c.d")) NIL NIL NIL NIL NIL`,
+		},
+		{
+			name: "comments in Content-Type", input: "Content-Type: text/plain (comment); charset=us-ascii (another)\n\nbody\n",
+			bodystructure: `"text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1 NIL NIL NIL NIL`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := []byte(crlf(tt.input))
+			if tt.file != "" {
+				raw = readMIME(t, tt.file)
+			}
+			m := parseMessage(raw)
+			if got := imapBodyStructure(&m.Structure); got != tt.bodystructure {
+				t.Errorf("BODYSTRUCTURE\n got %s\nwant %s", got, tt.bodystructure)
+			}
+			if got := imapEnvelope(&m.Envelope); tt.envelope != "" && got != tt.envelope {
+				t.Errorf("ENVELOPE\n got %s\nwant %s", got, tt.envelope)
 			}
 		})
 	}
