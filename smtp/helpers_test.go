@@ -249,7 +249,7 @@ func (x *raw) send(s string) {
 // line reads one reply line (without CRLF).
 func (x *raw) line() string {
 	x.t.Helper()
-	x.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	x.c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	l, err := x.r.ReadString('\n')
 	if err != nil {
 		x.t.Fatalf("read: %v (got %q)", err, l)

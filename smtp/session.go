@@ -204,6 +204,9 @@ func (sess *session) route(to string) ([]string, *gosmtp.SMTPError) {
 	return targets, nil
 }
 
+// maxSizeHint caps the buffer allocated up front from MAIL's SIZE=.
+const maxSizeHint = 1 << 20
+
 // Data receives the message, prepends the trace headers and delivers it to
 // every local recipient in one store transaction.
 func (sess *session) Data(r io.Reader) error {
@@ -223,9 +226,11 @@ func (sess *session) Data(r io.Reader) error {
 	head := sess.traceHeaders(tx, msgid, start)
 
 	max := sess.srv.opts.MaxMessageBytes
+	// SIZE= sizes the buffer, but only up to maxSizeHint: a client's
+	// claim alone must not make us allocate much.
 	hint := int64(64 << 10)
-	if tx.size > 0 && tx.size <= max {
-		hint = tx.size + 1
+	if tx.size > 0 {
+		hint = min(tx.size+1, max+1, maxSizeHint)
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, int64(len(head))+hint))
 	buf.WriteString(head)
