@@ -149,6 +149,45 @@ CREATE TABLE contacts (
 	PRIMARY KEY (account_id, address)
 ) WITHOUT ROWID;
 `,
+	// 3: per-mailbox counters kept by triggers, so listing folders with
+	// their counts (webmail, IMAP STATUS) does not scan the messages.
+	`
+ALTER TABLE mailboxes ADD COLUMN n_messages INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN n_unseen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN n_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN n_deleted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN n_deleted_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE mailboxes SET
+	n_messages = (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id),
+	n_unseen = (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id AND flags & 1 = 0),
+	n_bytes = (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox_id = mailboxes.id),
+	n_deleted = (SELECT count(*) FROM messages WHERE mailbox_id = mailboxes.id AND flags & 8 != 0),
+	n_deleted_bytes = (SELECT coalesce(sum(size), 0) FROM messages WHERE mailbox_id = mailboxes.id AND flags & 8 != 0);
+CREATE TRIGGER messages_count_ins AFTER INSERT ON messages BEGIN
+	UPDATE mailboxes SET n_messages = n_messages + 1, n_unseen = n_unseen + (NEW.flags & 1 = 0),
+		n_bytes = n_bytes + NEW.size, n_deleted = n_deleted + (NEW.flags & 8 != 0),
+		n_deleted_bytes = n_deleted_bytes + CASE WHEN NEW.flags & 8 != 0 THEN NEW.size ELSE 0 END
+	 WHERE id = NEW.mailbox_id;
+END;
+CREATE TRIGGER messages_count_del AFTER DELETE ON messages BEGIN
+	UPDATE mailboxes SET n_messages = n_messages - 1, n_unseen = n_unseen - (OLD.flags & 1 = 0),
+		n_bytes = n_bytes - OLD.size, n_deleted = n_deleted - (OLD.flags & 8 != 0),
+		n_deleted_bytes = n_deleted_bytes - CASE WHEN OLD.flags & 8 != 0 THEN OLD.size ELSE 0 END
+	 WHERE id = OLD.mailbox_id;
+END;
+CREATE TRIGGER messages_count_upd AFTER UPDATE OF flags, size, mailbox_id ON messages
+	WHEN (OLD.flags & 9) != (NEW.flags & 9) OR OLD.size != NEW.size OR OLD.mailbox_id != NEW.mailbox_id
+BEGIN
+	UPDATE mailboxes SET n_messages = n_messages - 1, n_unseen = n_unseen - (OLD.flags & 1 = 0),
+		n_bytes = n_bytes - OLD.size, n_deleted = n_deleted - (OLD.flags & 8 != 0),
+		n_deleted_bytes = n_deleted_bytes - CASE WHEN OLD.flags & 8 != 0 THEN OLD.size ELSE 0 END
+	 WHERE id = OLD.mailbox_id;
+	UPDATE mailboxes SET n_messages = n_messages + 1, n_unseen = n_unseen + (NEW.flags & 1 = 0),
+		n_bytes = n_bytes + NEW.size, n_deleted = n_deleted + (NEW.flags & 8 != 0),
+		n_deleted_bytes = n_deleted_bytes + CASE WHEN NEW.flags & 8 != 0 THEN NEW.size ELSE 0 END
+	 WHERE id = NEW.mailbox_id;
+END;
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.
