@@ -16,7 +16,7 @@ import (
 // on TLS, from loopback, or anywhere when the operator allows it (RFC 2595
 // §2.1 lets a server refuse plaintext passwords on an unencrypted link).
 func (sess *session) plaintextOK() bool {
-	return sess.secure || sess.srv.opts.AllowPlaintext || isLoopback(sess.raw.RemoteAddr())
+	return sess.secure || sess.srv.opts.AllowPlaintext || isLoopback(sess.netConn.RemoteAddr())
 }
 
 // capa lists capabilities for the current state (RFC 2449 §5).
@@ -106,7 +106,7 @@ func (sess *session) auth(arg string) error {
 		if err := sess.flush(); err != nil {
 			return hangupError{err}
 		}
-		sess.raw.SetReadDeadline(sess.deadline())
+		sess.netConn.SetReadDeadline(sess.deadline())
 		line, err := sess.readLine()
 		if errors.Is(err, errLineTooLong) {
 			sess.hangup, sess.linger = true, true
@@ -236,7 +236,7 @@ func (sess *session) stls(arg string) error {
 		sess.log.Warn("discarded input pipelined after STLS", "size", n)
 	}
 	tc := tls.Server(sess.conn, conf)
-	sess.raw.SetDeadline(sess.deadline())
+	sess.netConn.SetDeadline(sess.deadline())
 	if err := tc.HandshakeContext(sess.ctx); err != nil {
 		return hangupError{fmt.Errorf("tls handshake: %w", err)}
 	}

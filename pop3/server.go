@@ -192,7 +192,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.cancel()
 	srv.mu.Lock()
 	for sess := range srv.sessions {
-		sess.raw.Close()
+		sess.netConn.Close()
 	}
 	srv.mu.Unlock()
 	<-done

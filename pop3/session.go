@@ -6,7 +6,8 @@ package pop3
 //   - Only run's goroutine reads or writes the connection. Shutdown touches
 //     a session only through interrupt (under sess.mu: a read deadline in
 //     the past when the session is waiting for a command) and, when its
-//     context ends, by closing raw.
+//     context ends, by closing the transport (netConn, never the TLS layer,
+//     whose Close may wait to send an alert).
 //   - Nothing blocks while sess.mu or the server's mu is held: no network
 //     I/O, no store call, no sleep.
 //   - Every command gets exactly one reply. Handlers write positive replies
@@ -152,15 +153,19 @@ type msg struct {
 }
 
 type session struct {
-	srv    *Server
-	id     string
-	raw    net.Conn // as accepted; closed by Shutdown, carries deadlines
-	conn   net.Conn // raw, or the TLS connection over it
-	remote string
-	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	start  time.Time
+	srv *Server
+	id  string
+	// netConn is the TCP connection under any TLS: it carries deadlines
+	// and is what Shutdown closes. conn is what the protocol reads and
+	// writes: netConn, or TLS over it (POP3S from the start, or after
+	// STLS).
+	netConn net.Conn
+	conn    net.Conn
+	remote  string
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	start   time.Time
 
 	r      *bufio.Reader
 	w      *bufio.Writer // nil while nothing is waiting to be sent
@@ -189,16 +194,19 @@ type session struct {
 func newSession(srv *Server, c net.Conn) *session {
 	ctx, cancel := context.WithCancel(srv.ctx)
 	sess := &session{
-		srv:    srv,
-		id:     fmt.Sprintf("%08x", rand.Uint32()),
-		raw:    c,
-		conn:   c,
-		remote: c.RemoteAddr().String(),
-		ctx:    ctx,
-		cancel: cancel,
-		start:  time.Now(),
-		state:  authorization,
-		busy:   true,
+		srv:     srv,
+		id:      fmt.Sprintf("%08x", rand.Uint32()),
+		netConn: c,
+		conn:    c,
+		remote:  c.RemoteAddr().String(),
+		ctx:     ctx,
+		cancel:  cancel,
+		start:   time.Now(),
+		state:   authorization,
+		busy:    true,
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		sess.netConn = tc.NetConn()
 	}
 	sess.log = srv.log.With("proto", "pop3", "conn", sess.id, "remote", sess.remote)
 	sess.r = bufio.NewReaderSize(connReader{sess}, readBufferBytes)
@@ -218,7 +226,7 @@ func (c connReader) Read(p []byte) (int, error) {
 type connWriter struct{ sess *session }
 
 func (c connWriter) Write(p []byte) (int, error) {
-	c.sess.raw.SetWriteDeadline(c.sess.deadline())
+	c.sess.netConn.SetWriteDeadline(c.sess.deadline())
 	n, err := c.sess.conn.Write(p)
 	c.sess.out += int64(n)
 	return n, err
@@ -240,7 +248,7 @@ func (sess *session) interrupt() {
 	defer sess.mu.Unlock()
 	sess.closing = true
 	if !sess.busy {
-		sess.raw.SetReadDeadline(time.Unix(1, 0))
+		sess.netConn.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -253,7 +261,7 @@ func (sess *session) waitCommand() bool {
 		return false
 	}
 	sess.busy = false
-	sess.raw.SetReadDeadline(sess.deadline())
+	sess.netConn.SetReadDeadline(sess.deadline())
 	return true
 }
 
@@ -274,8 +282,9 @@ func (sess *session) run() {
 			sess.writeLine("-ERR [SYS/TEMP] try again later (ref " + sess.id + ")")
 		}
 	}()
-	if tc, ok := sess.raw.(*tls.Conn); ok {
-		sess.raw.SetDeadline(sess.deadline())
+	sess.log.Debug("connect")
+	if tc, ok := sess.conn.(*tls.Conn); ok {
+		sess.netConn.SetDeadline(sess.deadline())
 		if err := tc.HandshakeContext(sess.ctx); err != nil {
 			sess.log.Debug("tls handshake failed", "err", err)
 			sess.reason = "tls handshake"
@@ -493,10 +502,11 @@ func (sess *session) finish() {
 		if cw, ok := sess.conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
-		sess.raw.SetReadDeadline(time.Now().Add(lingerTimeout))
-		io.CopyN(io.Discard, sess.raw, lingerBytes)
+		sess.netConn.SetReadDeadline(time.Now().Add(lingerTimeout))
+		io.CopyN(io.Discard, sess.netConn, lingerBytes)
 	}
-	sess.raw.Close()
+	sess.conn.Close()
+	sess.netConn.Close()
 	sess.cancel()
 	sess.log.Info("connection end", "dur", time.Since(sess.start).Round(time.Millisecond),
 		"in", sess.in, "out", sess.out, "reason", sess.reason)
