@@ -280,6 +280,13 @@ func TestMaxConnsPerIP(t *testing.T) {
 	if !srv.admit(netip.MustParseAddr("192.0.2.8")) {
 		t.Fatal("other address refused")
 	}
+	// IPv6 clients are counted per /64.
+	if !srv.admit(netip.MustParseAddr("2001:db8::1")) || !srv.admit(netip.MustParseAddr("2001:db8::2")) {
+		t.Fatal("IPv6 connection refused")
+	}
+	if srv.admit(netip.MustParseAddr("2001:db8::3")) {
+		t.Fatal("third connection from one /64 admitted")
+	}
 	for i := 0; i < 5; i++ {
 		if !srv.admit(netip.MustParseAddr("127.0.0.1")) {
 			t.Fatal("loopback limited")

@@ -353,12 +353,24 @@ func (srv *Server) admit(ip netip.Addr) bool {
 	if max := srv.opts.MaxConns; max > 0 && srv.total >= max {
 		return false
 	}
-	if max := srv.opts.MaxConnsPerIP; max > 0 && !ip.IsLoopback() && srv.perIP[ip] >= max {
+	key := ipKey(ip)
+	if max := srv.opts.MaxConnsPerIP; max > 0 && !ip.IsLoopback() && srv.perIP[key] >= max {
 		return false
 	}
 	srv.total++
-	srv.perIP[ip]++
+	srv.perIP[key]++
 	return true
+}
+
+// ipKey is what MaxConnsPerIP counts: the address, or for IPv6 its /64,
+// since one host usually has the whole prefix.
+func ipKey(ip netip.Addr) netip.Addr {
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return ip
 }
 
 func (srv *Server) track(c *conn) {
@@ -372,8 +384,9 @@ func (srv *Server) forget(c *conn) {
 	defer srv.mu.Unlock()
 	delete(srv.conns, c)
 	srv.total--
-	if srv.perIP[c.ip]--; srv.perIP[c.ip] <= 0 {
-		delete(srv.perIP, c.ip)
+	key := ipKey(c.ip)
+	if srv.perIP[key]--; srv.perIP[key] <= 0 {
+		delete(srv.perIP, key)
 	}
 }
 
