@@ -168,12 +168,7 @@ func (w *textWriter) html(doc string) {
 			if hidden > 0 {
 				continue
 			}
-			for _, word := range strings.Fields(string(z.Text())) {
-				if line.Len() > 0 {
-					line.WriteByte(' ')
-				}
-				line.WriteString(word)
-			}
+			appendWords(&line, z.Text())
 		case html.StartTagToken, html.SelfClosingTagToken, html.EndTagToken:
 			name, hasAttr := z.TagName()
 			a := atom.Lookup(name)
@@ -201,6 +196,32 @@ func (w *textWriter) html(doc string) {
 		}
 	}
 	flush()
+}
+
+// appendWords appends the words of text to line, each run of white
+// space collapsed to one space.
+func appendWords(line *strings.Builder, text []byte) {
+	for len(text) > 0 {
+		i := 0
+		for i < len(text) && isHTMLSpace(text[i]) {
+			i++
+		}
+		j := i
+		for j < len(text) && !isHTMLSpace(text[j]) {
+			j++
+		}
+		if j > i {
+			if line.Len() > 0 {
+				line.WriteByte(' ')
+			}
+			line.Write(text[i:j])
+		}
+		text = text[j:]
+	}
+}
+
+func isHTMLSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'
 }
 
 // blockElements break the line of text around them.

@@ -534,3 +534,22 @@ func FuzzSearchCriteria(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkExtractText(b *testing.B) {
+	inputs := map[string][]byte{
+		"alternative.eml": readMIME(b, "alternative.eml"),
+		"1MB text": []byte("Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
+			strings.Repeat("Caf=E9 au lait, s'il vous pla=EEt. The quick brown fox jumps over the lazy dog.\r\n", 1<<20/80)),
+		"1MB html": []byte("Content-Type: text/html; charset=utf-8\r\n\r\n" +
+			strings.Repeat("<div class=\"x\"><p>The <b>quick</b> brown fox &amp; the lazy dog.</p></div>\r\n", 1<<20/75)),
+	}
+	for name, raw := range inputs {
+		m := parseMessage(raw)
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			for b.Loop() {
+				extractText(raw, &m)
+			}
+		})
+	}
+}
