@@ -172,8 +172,8 @@ func TestDeepNesting(t *testing.T) {
 // delivery reaches every session.
 func TestManyIdleConnections(t *testing.T) {
 	n := 500
-	if testing.Short() {
-		n = 50
+	if testing.Short() || raceEnabled {
+		n = 100
 	}
 	ts := newTestServer(t, testMessages(100), func(o *Options) { o.MaxConnsPerIP = 2 * n })
 	// Log in through a few sessions first (argon2id is deliberately slow),
