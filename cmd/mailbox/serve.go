@@ -111,6 +111,17 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 	}
 	defer unlock()
 
+	bound, err := bindListeners(&cfg)
+	if err != nil {
+		return err
+	}
+	serving := false
+	defer func() {
+		if !serving {
+			closeBound(bound)
+		}
+	}()
+
 	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: log})
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
@@ -142,10 +153,11 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 			Window:    time.Duration(cfg.Auth.FailedLoginWindow),
 		}),
 	}
-	running, report, err := startListeners(d)
+	running, report, err := startServers(d, bound)
 	if err != nil {
 		return err
 	}
+	serving = true // each Serve closes its listener
 	fmt.Fprintf(c.stdout, "mailbox is running as %s, data in %s\n", cfg.Hostname, cfg.DataDir)
 	writeListenerReport(c.stdout, report)
 	fmt.Fprintln(c.stdout, "Stop it with Ctrl-C (SIGINT) or SIGTERM.")
@@ -189,14 +201,25 @@ wait:
 	// Graceful: every server stops accepting and lets its sessions finish,
 	// within shutdown_timeout; a second signal cuts it short. The store
 	// closes last (deferred above), after every session is gone.
-	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
+	timeout := time.Duration(cfg.ShutdownTimeout)
+	if timeout <= 0 {
+		timeout = defaultShutdownTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	go func() {
-		select {
-		case sig := <-sigs:
-			log.Warn("second signal: closing sessions now", "signal", sig.String())
-			cancel()
-		case <-sctx.Done():
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					continue
+				}
+				log.Warn("second signal: closing sessions now", "signal", sig.String())
+				cancel()
+				return
+			case <-sctx.Done():
+				return
+			}
 		}
 	}()
 	var wg sync.WaitGroup
@@ -229,53 +252,83 @@ type listenerState struct {
 	key, addr, what, state string
 }
 
-// startListeners binds every configured listener and builds its server.
-// If any address cannot be bound, nothing is left open and the error names
-// the key and the address.
-func startListeners(d *deps) ([]runningListener, []listenerState, error) {
-	var running []runningListener
-	var report []listenerState
-	fail := func(err error) ([]runningListener, []listenerState, error) {
-		for _, r := range running {
-			r.ln.Close()
-		}
-		return nil, nil, err
-	}
+// boundListener is one [listen] entry after binding; ln is nil when the
+// listener stays off (report.state says why).
+type boundListener struct {
+	svc    service
+	ln     net.Listener
+	report listenerState
+}
+
+// bindListeners binds every listener that will run. It comes before the
+// store is touched, so a busy or privileged port stops start-up with nothing
+// changed; on error nothing is left open and the message names the key.
+func bindListeners(cfg *Config) ([]boundListener, error) {
 	addrs := map[string]string{}
-	for _, l := range d.cfg.listeners() {
+	for _, l := range cfg.listeners() {
 		addrs[l.key] = l.addr
 	}
+	var bound []boundListener
 	for _, svc := range services() {
 		addr := addrs[svc.key]
-		st := listenerState{key: svc.key, addr: addr, what: svc.what}
-		if st.state = svc.state(d.cfg, addr); st.state != "" {
+		b := boundListener{svc: svc, report: listenerState{key: svc.key, addr: addr, what: svc.what}}
+		if b.report.state = svc.state(cfg, addr); b.report.state != "" {
 			if addr == "" {
-				st.addr = "-"
+				b.report.addr = "-"
 			}
-			report = append(report, st)
+			bound = append(bound, b)
 			continue
-		}
-		srv, err := svc.build(d)
-		if err != nil {
-			return fail(fmt.Errorf("listen.%s: %w", svc.key, err))
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
+			closeBound(bound)
 			reason := err.Error()
 			var opErr *net.OpError
 			if errors.As(err, &opErr) {
 				reason = opErr.Err.Error() // "bind: address already in use"
 			}
-			return fail(fmt.Errorf("listen.%s = %q: %s (another server on this port? change listen.%s, or set it to \"\" to turn it off)", svc.key, addr, reason, svc.key))
+			hint := fmt.Sprintf("another server on this port? change listen.%s, or set it to \"\" to turn it off", svc.key)
+			if errors.Is(err, syscall.EACCES) {
+				hint = "ports below 1024 need root or CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep mailbox)"
+			}
+			return nil, fmt.Errorf("listen.%s = %q: %s (%s)", svc.key, addr, reason, hint)
 		}
-		st.addr = ln.Addr().String()
-		st.state = "up"
-		if svc.alpn != "" {
-			ln = cryptotls.NewListener(ln, d.tls.Config(svc.alpn))
+		b.ln = ln
+		b.report.addr = ln.Addr().String()
+		b.report.state = "up"
+		bound = append(bound, b)
+	}
+	return bound, nil
+}
+
+func closeBound(bound []boundListener) {
+	for _, b := range bound {
+		if b.ln != nil {
+			b.ln.Close()
 		}
-		running = append(running, runningListener{key: svc.key, ln: ln, srv: srv})
-		report = append(report, st)
-		d.log.Info("listening", "listener", svc.key, "addr", st.addr, "what", svc.what)
+	}
+}
+
+// startServers builds the server of each bound listener and wraps
+// implicit-TLS listeners; Serve is called by the caller.
+func startServers(d *deps, bound []boundListener) ([]runningListener, []listenerState, error) {
+	var running []runningListener
+	var report []listenerState
+	for _, b := range bound {
+		report = append(report, b.report)
+		if b.ln == nil {
+			continue
+		}
+		srv, err := b.svc.build(d)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen.%s: %w", b.svc.key, err)
+		}
+		ln := b.ln
+		if b.svc.alpn != "" {
+			ln = cryptotls.NewListener(ln, d.tls.Config(b.svc.alpn))
+		}
+		running = append(running, runningListener{key: b.svc.key, ln: ln, srv: srv})
+		d.log.Info("listening", "listener", b.svc.key, "addr", b.report.addr, "what", b.svc.what)
 	}
 	return running, report, nil
 }
