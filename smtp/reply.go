@@ -30,15 +30,13 @@ var (
 	replyTooManyErrors  = reply(421, 4, 7, 0, "too many errors")
 	replyTooManyCmds    = reply(421, 4, 7, 0, "too many commands")
 
-	replyAuthRequired   = reply(530, 5, 7, 0, "Authentication required")
-	replyStartTLSFirst  = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
-	replyAuthDisabled   = reply(503, 5, 5, 1, "authentication not enabled")
-	replyAuthFailed     = reply(535, 5, 7, 8, "authentication failed")
-	replyAuthMalformed  = reply(501, 5, 5, 2, "malformed authentication data")
-	replyAuthMechanism  = reply(504, 5, 5, 4, "unrecognized authentication mechanism")
-	replyAuthInMailTxn  = reply(503, 5, 5, 1, "AUTH not allowed during a mail transaction")
-	replyAuthCancelled  = reply(501, 5, 0, 0, "authentication cancelled")
-	replyNotImplemented = reply(502, 5, 5, 1, "command not implemented")
+	replyAuthRequired  = reply(530, 5, 7, 0, "Authentication required")
+	replyStartTLSFirst = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
+	replyAuthDisabled  = reply(503, 5, 5, 1, "authentication not enabled")
+	replyAuthFailed    = reply(535, 5, 7, 8, "authentication failed")
+	replyAuthMalformed = reply(501, 5, 5, 2, "malformed authentication data")
+	replyAuthMechanism = reply(504, 5, 5, 4, "unrecognized authentication mechanism")
+	replyAuthInMailTxn = reply(503, 5, 5, 1, "AUTH not allowed during a mail transaction")
 )
 
 func reply(code, class, subject, detail int, msg string) *gosmtp.SMTPError {
