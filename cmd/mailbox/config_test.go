@@ -303,3 +303,25 @@ func TestREADMEListsEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// .ci/run runs exactly the test command the README gives.
+func TestCIRunsREADMETestCommand(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)Run the tests, as CI does:\\s*```sh\n([^\n]+)\n```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no test command under \"Run the tests, as CI does:\"")
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(string(m[1])) + `$`).Match(ci) {
+		t.Errorf(".ci/run does not run the README's test command %q", m[1])
+	}
+	if !strings.Contains(string(m[1]), "-race") {
+		t.Errorf("the test command %q lacks -race", m[1])
+	}
+}
