@@ -309,12 +309,12 @@ func (c *Config) decodeTOML(doc string) error {
 			if len(k) == 1 && slices.Contains(sections, key) {
 				continue
 			}
-			return configErrorf("%s: unknown section%s", key, suggest(key, sectionKeys(sections)))
+			return configErrorf("%s: unknown section%s", key, suggest(key, sections))
 		}
 		s, ok := byKey[key]
 		if !ok {
 			if len(k) > 1 && !slices.Contains(sections, k[0]) {
-				return configErrorf("%s: unknown section %q%s", key, k[0], suggest(k[0], sectionKeys(sections)))
+				return configErrorf("%s: unknown section %q%s", key, k[0], suggest(k[0], sections))
 			}
 			return configErrorf("%s: unknown key%s", key, suggest(key, keysOf(byKey)))
 		}
@@ -352,8 +352,6 @@ func keysOf(m map[string]setting) []string {
 	sort.Strings(out)
 	return out
 }
-
-func sectionKeys(s []string) []string { return s }
 
 // suggest names the closest known key when the unknown one is a likely typo.
 func suggest(key string, known []string) string {

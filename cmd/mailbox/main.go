@@ -66,7 +66,6 @@ type command struct {
 
 // usageError is a wrong command line: exit code 2, with a hint to -h.
 type usageError struct {
-	cmd string
 	msg string
 }
 
@@ -87,13 +86,16 @@ func (c *cli) commands() []*command {
 
 // run executes one command line and returns the exit code.
 func (c *cli) run(ctx context.Context, args []string) int {
+	// The flag package prints a parse error itself, then calls Usage; the
+	// usage text is printed here instead, to stdout when it was asked for.
 	global := c.flagSet("mailbox")
-	global.Usage = func() { c.usage(c.stderr) }
+	global.Usage = func() {}
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.usage(c.stdout)
 			return exitOK
 		}
+		c.usage(c.stderr)
 		return exitUsage
 	}
 	args = global.Args()
@@ -120,14 +122,15 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	if cmd.flags != nil {
 		cmd.flags(fs)
 	}
-	fs.Usage = func() { c.commandUsage(c.stderr, cmd, fs) }
+	fs.Usage = func() {}
 	positional, err := parseInterleaved(fs, rest)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.commandUsage(c.stdout, cmd, fs)
 			return exitOK
 		}
-		return exitUsage // flag has printed the problem and the usage
+		c.commandUsage(c.stderr, cmd, fs) // after flag's own message
+		return exitUsage
 	}
 	if len(positional) < cmd.minArgs || (cmd.maxArgs >= 0 && len(positional) > cmd.maxArgs) {
 		fmt.Fprintf(c.stderr, "mailbox %s: wrong number of arguments\n", cmd.path)
