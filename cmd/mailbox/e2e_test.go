@@ -955,3 +955,87 @@ func TestSwaksSubmission(t *testing.T) {
 		t.Errorf("submission without AUTH was not refused with 5xx: %v\n%s", err, out)
 	}
 }
+
+// SIGKILL in the middle of concurrent deliveries: every message answered
+// 250 before the kill is there after a restart, and no message is there
+// twice.
+func TestCrashUnderLoad(t *testing.T) {
+	in := newInstance(t, "")
+	in.must("", "domain", "add", "localhost")
+	in.addUser("alice@localhost", "pw")
+	p := in.start()
+	const senders = 8
+	const maxPerSender = 200 // bounds the loop whatever the timing
+	var mu sync.Mutex
+	var acked []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			c, err := netsmtp.Dial(p.addr("smtp"))
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			if c.Hello("e2e.test") != nil {
+				return
+			}
+			for i := range maxPerSender {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("load-%d-%d", s, i)
+				if c.Mail("bob@example.org") != nil || c.Rcpt("alice@localhost") != nil {
+					return
+				}
+				w, err := c.Data()
+				if err != nil {
+					return
+				}
+				io.WriteString(w, testMessage(id, "under load"))
+				if w.Close() != nil {
+					return // no 250: the kill came first
+				}
+				mu.Lock()
+				acked = append(acked, id)
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(700 * time.Millisecond)
+	p.cmd.Process.Kill()
+	<-p.exited
+	close(stop)
+	wg.Wait()
+	if len(acked) == 0 {
+		t.Fatal("no message was acknowledged before the kill")
+	}
+
+	p = in.start()
+	c := dialPOP3(t, p.addr("pop3"))
+	c.login("alice@localhost", "pw")
+	n := c.stat()
+	seen := map[string]int{}
+	idRE := regexp.MustCompile(`(?m)^Message-ID: <([^@>]+)@`)
+	for i := 1; i <= n; i++ {
+		m := idRE.FindSubmatch(c.retr(i))
+		if m == nil {
+			t.Fatalf("message %d has no Message-ID", i)
+		}
+		seen[string(m[1])]++
+	}
+	c.cmd("QUIT")
+	for id, k := range seen {
+		if k > 1 {
+			t.Errorf("%s is there %d times", id, k)
+		}
+	}
+	for _, id := range acked {
+		if seen[id] != 1 {
+			t.Errorf("%s was acknowledged with 250 but is not there after the crash", id)
+		}
+	}
+	t.Logf("%d acknowledged before SIGKILL, %d in the mailbox after restart", len(acked), n)
+}
