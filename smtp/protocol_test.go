@@ -329,3 +329,23 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("still accepting after shutdown")
 	}
 }
+
+// TestShutdownForced: when Shutdown's context ends first, the remaining
+// connections are closed and the context's error returned.
+func TestShutdownForced(t *testing.T) {
+	h := start(t, Options{})
+	x := startData(h, bob)
+	x.send("Subject: never finished\r\n\r\n")
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if !x.closed() {
+		t.Fatal("connection left open")
+	}
+	if n := len(h.inbox(bob)); n != 0 {
+		t.Fatalf("bob has %d messages", n)
+	}
+}

@@ -283,8 +283,18 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		err = nil
 	}
 	if ctx.Err() != nil {
-		srv.lib.Close()
+		// go-smtp's Close does nothing after its Shutdown, so close the
+		// connections ourselves; their sessions end on the read error.
 		srv.cancel()
+		srv.mu.Lock()
+		rest := make([]*conn, 0, len(srv.conns))
+		for c := range srv.conns {
+			rest = append(rest, c)
+		}
+		srv.mu.Unlock()
+		for _, c := range rest {
+			c.Close()
+		}
 		return ctx.Err()
 	}
 	srv.cancel()

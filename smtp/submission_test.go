@@ -135,6 +135,9 @@ func TestAuthLogin(t *testing.T) {
 	x.expect(`^503 5\.5\.1 `)
 	x.send("MAIL FROM:<alice@example.test>\r\n")
 	x.expect(`^250 `)
+	if logs := h.logs.String(); strings.Contains(logs, password) || strings.Contains(logs, b64(password)) || strings.Contains(logs, b64("wrong")) {
+		t.Fatal("credentials in the log")
+	}
 }
 
 // TestAllowPlaintext: with AllowPlaintext AUTH is offered without TLS.
