@@ -259,6 +259,10 @@ func (srv *Server) Serve(ln net.Listener) error {
 	if srv.opts.Mode == ModeSubmission && srv.opts.TLS == nil && !srv.opts.AllowPlaintext {
 		srv.log.Warn("submission without TLS: AUTH is impossible, so no mail can be submitted")
 	}
+	if srv.draining.Load() {
+		ln.Close()
+		return nil
+	}
 	srv.log.Info("listening", "addr", ln.Addr().String())
 	err := srv.lib.Serve(&listener{Listener: ln, srv: srv})
 	if errors.Is(err, gosmtp.ErrServerClosed) {
