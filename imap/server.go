@@ -53,6 +53,9 @@ const (
 	DefaultAppendMemory = 256 << 20
 	// DefaultHostname names the server in greetings and logs.
 	DefaultHostname = "localhost"
+	// DefaultWriteTimeout bounds each write to a client: one that reads
+	// nothing for this long is disconnected.
+	DefaultWriteTimeout = time.Minute
 	// DefaultShutdownGrace is how long Shutdown waits for a command in
 	// progress when its context has no deadline.
 	DefaultShutdownGrace = 10 * time.Second
@@ -89,6 +92,9 @@ type Options struct {
 	// AppendMemory bounds APPEND literals held at once, in bytes (default
 	// DefaultAppendMemory, at least AppendLimit).
 	AppendMemory int64
+	// WriteTimeout bounds each write to a client (default
+	// DefaultWriteTimeout).
+	WriteTimeout time.Duration
 }
 
 // Server is an IMAP server over the store. It is safe for concurrent use.
@@ -99,13 +105,16 @@ type Server struct {
 	reg     *registry
 	appends *byteSemaphore
 
-	// strict refuses plaintext login; lax allows it (loopback, or
-	// AllowPlaintext). Each is fed connections through a chanListener, so
-	// the library's own TLS check stays intact.
-	strict, lax     *imapserver.Server
-	strictLn, laxLn *chanListener
-	startOnce       sync.Once
-	libDone         sync.WaitGroup
+	// Three library servers, fed connections through chanListeners:
+	// strict refuses plaintext login, lax allows it (loopback, or
+	// AllowPlaintext), implicit serves connections already under TLS
+	// (IMAPS). Every connection is wrapped in a bufConn, which hides
+	// *tls.Conn from the library; hence the per-server settings.
+	strict, lax, implicit       *imapserver.Server
+	strictLn, laxLn, implicitLn *chanListener
+	bufs                        *sync.Pool
+	startOnce                   sync.Once
+	libDone                     sync.WaitGroup
 
 	nextID atomic.Uint64
 
@@ -140,6 +149,9 @@ func New(opts Options) *Server {
 	if opts.AppendLimit > 1<<32-1 {
 		opts.AppendLimit = 1<<32 - 1 // APPENDLIMIT is a number (uint32) in the library
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
 	if opts.AppendMemory <= 0 {
 		opts.AppendMemory = DefaultAppendMemory
 	}
@@ -160,22 +172,25 @@ func New(opts Options) *Server {
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*session]struct{}{},
 		perIP:     map[string]int{},
-		strictLn:  newChanListener(),
-		laxLn:     newChanListener(),
+		strictLn:   newChanListener(),
+		laxLn:      newChanListener(),
+		implicitLn: newChanListener(),
+		bufs:       newBufPool(),
 	}
 	srv.idle = sync.NewCond(&srv.mu)
 	srv.reg = newRegistry(opts.Store, log)
-	libOpts := func(insecure bool) *imapserver.Options {
+	libOpts := func(tlsConfig *tls.Config, insecure bool) *imapserver.Options {
 		return &imapserver.Options{
 			NewSession:   srv.newSession,
 			Caps:         capabilities(),
 			Logger:       libLogger{log},
-			TLSConfig:    opts.TLS,
+			TLSConfig:    tlsConfig,
 			InsecureAuth: insecure,
 		}
 	}
-	srv.strict = imapserver.New(libOpts(false))
-	srv.lax = imapserver.New(libOpts(true))
+	srv.strict = imapserver.New(libOpts(opts.TLS, false))
+	srv.lax = imapserver.New(libOpts(opts.TLS, true))
+	srv.implicit = imapserver.New(libOpts(nil, true))
 	return srv
 }
 
@@ -211,7 +226,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 		for _, p := range []struct {
 			lib *imapserver.Server
 			ln  *chanListener
-		}{{srv.strict, srv.strictLn}, {srv.lax, srv.laxLn}} {
+		}{{srv.strict, srv.strictLn}, {srv.lax, srv.laxLn}, {srv.implicit, srv.implicitLn}} {
 			srv.libDone.Add(1)
 			go func() {
 				defer srv.libDone.Done()
@@ -253,10 +268,15 @@ func (srv *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("imap accept: %w", err)
 		}
 		delay = 0
-		if srv.opts.AllowPlaintext || isLoopback(c.RemoteAddr()) {
-			srv.laxLn.push(c)
-		} else {
-			srv.strictLn.push(c)
+		_, isTLS := c.(*tls.Conn)
+		bc := newBufConn(c, srv.opts.WriteTimeout, srv.bufs)
+		switch {
+		case isTLS:
+			srv.implicitLn.push(bc)
+		case srv.opts.AllowPlaintext || isLoopback(c.RemoteAddr()):
+			srv.laxLn.push(bc)
+		default:
+			srv.strictLn.push(bc)
 		}
 	}
 }
@@ -277,6 +297,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Unlock()
 	srv.strictLn.Close()
 	srv.laxLn.Close()
+	srv.implicitLn.Close()
 
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -312,6 +333,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	stop()
 	srv.strict.Close()
 	srv.lax.Close()
+	srv.implicit.Close()
 	srv.libDone.Wait()
 	srv.reg.closeAll()
 	return ctx.Err()

@@ -1,0 +1,121 @@
+package imap
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// bufConn batches a connection's writes. The library flushes after every
+// response line, so a FETCH of 10,000 messages would cost 10,000 write
+// calls; bufConn instead keeps writes while the library is working and
+// sends them when it next reads (a command is done), when writeBuffer
+// fills, or at once while a read is waiting (IDLE updates, BYE from
+// another goroutine).
+//
+// Each write to the network gets its own deadline of writeTimeout, so a
+// client that stops reading is dropped after that long without progress;
+// the library's own write deadlines are ignored.
+type bufConn struct {
+	net.Conn
+	writeTimeout time.Duration
+	pool         *sync.Pool
+
+	mu      sync.Mutex
+	buf     *[]byte // nil while empty
+	reading bool
+	err     error
+}
+
+// writeBuffer is how much a connection holds before sending.
+const writeBuffer = 32 << 10
+
+func newBufConn(c net.Conn, writeTimeout time.Duration, pool *sync.Pool) *bufConn {
+	return &bufConn{Conn: c, writeTimeout: writeTimeout, pool: pool}
+}
+
+func newBufPool() *sync.Pool {
+	return &sync.Pool{New: func() any {
+		b := make([]byte, 0, writeBuffer)
+		return &b
+	}}
+}
+
+func (c *bufConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	err := c.flushLocked()
+	c.reading = true
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.reading = false
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *bufConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.buf != nil && len(*c.buf)+len(p) > writeBuffer {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) >= writeBuffer {
+		return c.writeLocked(p)
+	}
+	if c.buf == nil {
+		c.buf = c.pool.Get().(*[]byte)
+	}
+	*c.buf = append(*c.buf, p...)
+	if c.reading {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *bufConn) flushLocked() error {
+	if c.err != nil {
+		return c.err
+	}
+	if c.buf == nil {
+		return nil
+	}
+	b := c.buf
+	c.buf = nil
+	_, err := c.writeLocked(*b)
+	*b = (*b)[:0]
+	c.pool.Put(b)
+	return err
+}
+
+func (c *bufConn) writeLocked(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// SetWriteDeadline is ignored: every network write has its own deadline.
+func (c *bufConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline sets only the read deadline (see SetWriteDeadline).
+func (c *bufConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// Close sends what is buffered, then closes.
+func (c *bufConn) Close() error {
+	c.mu.Lock()
+	c.flushLocked()
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
