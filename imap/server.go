@@ -165,13 +165,13 @@ func New(opts Options) *Server {
 		limiter = throttle.New(throttle.Options{})
 	}
 	srv := &Server{
-		opts:      opts,
-		log:       log,
-		limiter:   limiter,
-		appends:   newByteSemaphore(opts.AppendMemory),
-		listeners: map[net.Listener]struct{}{},
-		sessions:  map[*session]struct{}{},
-		perIP:     map[string]int{},
+		opts:       opts,
+		log:        log,
+		limiter:    limiter,
+		appends:    newByteSemaphore(opts.AppendMemory),
+		listeners:  map[net.Listener]struct{}{},
+		sessions:   map[*session]struct{}{},
+		perIP:      map[string]int{},
 		strictLn:   newChanListener(),
 		laxLn:      newChanListener(),
 		implicitLn: newChanListener(),
