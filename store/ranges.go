@@ -234,3 +234,41 @@ func (a *Account) Keywords(ctx context.Context, mailboxID int64) ([]string, erro
 	slices.Sort(out)
 	return out, nil
 }
+
+// InlineBodies returns the bytes of those given messages of this account
+// whose bodies live inside the database (all but the largest), in one
+// query; the others are absent from the map and are read with Open. The
+// caller bounds the total size it asks for.
+func (a *Account) InlineBodies(ctx context.Context, messageIDs []int64) (map[int64][]byte, error) {
+	out := make(map[int64][]byte, len(messageIDs))
+	for len(messageIDs) > 0 {
+		chunk := messageIDs[:min(len(messageIDs), maxRangesPerQuery)]
+		messageIDs = messageIDs[len(chunk):]
+		q := `SELECT m.id, b.data FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id JOIN blobs b ON b.id = m.blob_id
+		       WHERE x.account_id = ? AND b.data IS NOT NULL AND m.id IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)`
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, a.ID)
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		rows, err := a.st.reader.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read bodies: %w: %w", ErrTemporary, err)
+		}
+		for rows.Next() {
+			var id int64
+			var data []byte
+			if err := rows.Scan(&id, &data); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read bodies: %w: %w", ErrTemporary, err)
+			}
+			out[id] = data
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read bodies: %w: %w", ErrTemporary, err)
+		}
+	}
+	return out, nil
+}

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"mailbox/store"
@@ -108,5 +109,45 @@ func TestMailboxCountsDeleted(t *testing.T) {
 	}
 	if inbox.Deleted != 1 || inbox.DeletedSize != m.Size || inbox.Messages != 2 {
 		t.Fatalf("counts = %+v, want 1 deleted of %d bytes", inbox, m.Size)
+	}
+}
+
+func TestInlineBodies(t *testing.T) {
+	ctx := context.Background()
+	const addr = "alice@example.test"
+	small := storetest.Message("bob@example.test", addr, "small", "tiny")
+	large := storetest.Message("bob@example.test", addr, "large", strings.Repeat("x", 200<<10))
+	st := storetest.New(t, storetest.Fixture{
+		Users:    map[string]string{addr: "a", "eve@example.test": "e"},
+		Messages: map[string][]string{addr: {small, large}},
+	})
+	acct, err := st.Account(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, err := acct.Mailbox(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := acct.Messages(ctx, inbox.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := acct.InlineBodies(ctx, []int64{msgs[0].ID, msgs[1].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got[msgs[0].ID]) != storetest.CRLF(small) {
+		t.Fatalf("small body = %q", got[msgs[0].ID])
+	}
+	if _, ok := got[msgs[1].ID]; ok {
+		t.Fatal("a file-backed body came back inline")
+	}
+	eve, err := st.Account(ctx, "eve@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other, err := eve.InlineBodies(ctx, []int64{msgs[0].ID}); err != nil || len(other) != 0 {
+		t.Fatalf("another account read alice's message: %v, %v", other, err)
 	}
 }
