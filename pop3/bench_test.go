@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -100,5 +101,44 @@ func skipMultiline(r *bufio.Reader) error {
 			return nil
 		}
 		bol = err == nil
+	}
+}
+
+// BenchmarkIdleConnections opens 1,000 connections that sit after the
+// greeting and reports the memory they add per connection (heap and
+// stacks; the client side, in the same process, is included).
+func BenchmarkIdleConnections(b *testing.B) {
+	const conns = 1000
+	st := storetest.New(b, storetest.Fixture{Users: map[string]string{alice: alicePwd}})
+	ts := startServer(b, Options{Store: st, MaxConnsPerIP: -1}, "")
+	inUse := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse + ms.StackInuse
+	}
+	for b.Loop() {
+		before := inUse()
+		var open []net.Conn
+		for range conns {
+			c, err := net.Dial("tcp", ts.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+				b.Fatal(err)
+			}
+			open = append(open, c)
+		}
+		if err := waitSessions(ts.srv, conns); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(inUse()-before)/conns/1024, "KiB/conn")
+		for _, c := range open {
+			c.Close()
+		}
+		if err := waitSessions(ts.srv, 0); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
