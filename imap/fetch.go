@@ -23,6 +23,9 @@ const (
 	// maxHeaderFilterBytes bounds the header read for HEADER.FIELDS; a
 	// longer header is cut there before filtering.
 	maxHeaderFilterBytes = 4 << 20
+	// bodyBatchBytes bounds the message bytes FETCH holds at once when it
+	// reads bodies in batches (store.Account.InlineBodies).
+	bodyBatchBytes = 4 << 20
 )
 
 // Fetch answers FETCH and UID FETCH from the data parsed at delivery:
@@ -61,16 +64,63 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 			mu[i] = msgs[i].UID
 		}
 		seqs := sess.seqNums(mu)
-		for i := range msgs {
-			if seqs[i] == 0 {
-				continue // expunged meanwhile, or not yet announced
+		// Bodies are read in batches of bounded size, one query each.
+		for start := 0; start < len(msgs); {
+			end, size := start, int64(0)
+			for end < len(msgs) && (end == start || size+msgs[end].Size <= bodyBatchBytes) {
+				size += msgs[end].Size
+				end++
 			}
-			if err := sess.fetchOne(w, seqs[i], &msgs[i], options, seen[msgs[i].UID]); err != nil {
-				return err
+			var raw map[int64][]byte
+			if needsBody(options) {
+				ids := make([]int64, 0, end-start)
+				for i := start; i < end; i++ {
+					if seqs[i] != 0 && msgs[i].Size <= bodyBatchBytes {
+						ids = append(ids, msgs[i].ID)
+					}
+				}
+				if raw, err = sess.acct.InlineBodies(sess.ctx, ids); err != nil {
+					return sess.replyFor(err)
+				}
 			}
+			for i := start; i < end; i++ {
+				if seqs[i] == 0 {
+					continue // expunged meanwhile, or not yet announced
+				}
+				m := &fetchMsg{MessageMeta: &msgs[i], raw: raw[msgs[i].ID]}
+				if err := sess.fetchOne(w, seqs[i], m, options, seen[msgs[i].UID]); err != nil {
+					return err
+				}
+			}
+			start = end
 		}
 	}
 	return nil
+}
+
+func needsBody(options *imap.FetchOptions) bool {
+	return len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0
+}
+
+// fetchMsg is a message being fetched, with its bytes when they were
+// read in a batch (nil: read them from the store as needed).
+type fetchMsg struct {
+	*store.MessageMeta
+	raw []byte
+}
+
+// openRange reads n bytes of the message from off.
+func (sess *session) openRange(m *fetchMsg, off, n int64) (io.ReadCloser, error) {
+	if m.raw != nil {
+		off = min(max(off, 0), int64(len(m.raw)))
+		n = min(max(n, 0), int64(len(m.raw))-off)
+		return io.NopCloser(bytes.NewReader(m.raw[off : off+n])), nil
+	}
+	rc, err := sess.acct.OpenRange(sess.ctx, m.ID, off, n)
+	if err != nil {
+		return nil, fmt.Errorf("fetch message %d: %w", m.ID, err)
+	}
+	return rc, nil
 }
 
 func markSeen(options *imap.FetchOptions) bool {
@@ -130,7 +180,7 @@ func (sess *session) fetchChunk(uids []uint32, fields store.MetaFields) ([]store
 	return out, nil
 }
 
-func (sess *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m *store.MessageMeta, options *imap.FetchOptions, seenChanged bool) error {
+func (sess *session) fetchOne(w *imapserver.FetchWriter, seq uint32, m *fetchMsg, options *imap.FetchOptions, seenChanged bool) error {
 	rw := w.CreateMessage(seq)
 	if options.UID {
 		rw.WriteUID(imap.UID(m.UID))
@@ -202,7 +252,7 @@ func findPart(root *store.Part, path []int) *store.Part {
 // sectionRange returns the byte range [off, off+n) of the stored message
 // that a section names before HEADER.FIELDS filtering and partial, and
 // whether it exists.
-func sectionRange(m *store.MessageMeta, bs *imap.FetchItemBodySection) (off, n int64, ok bool) {
+func sectionRange(m *fetchMsg, bs *imap.FetchItemBodySection) (off, n int64, ok bool) {
 	if len(bs.Part) == 0 {
 		root := &m.Meta.Structure
 		switch bs.Specifier {
@@ -247,13 +297,13 @@ func partial(p *imap.SectionPartial, n int64) (int64, int64) {
 	return off, min(max(p.Size, 0), n-off)
 }
 
-func (sess *session) writeBodySection(rw *imapserver.FetchResponseWriter, m *store.MessageMeta, bs *imap.FetchItemBodySection) error {
+func (sess *session) writeBodySection(rw *imapserver.FetchResponseWriter, m *fetchMsg, bs *imap.FetchItemBodySection) error {
 	off, n, ok := sectionRange(m, bs)
 	if !ok {
 		return closeLiteral(rw.WriteBodySection(bs, 0))
 	}
 	if len(bs.HeaderFields) > 0 || len(bs.HeaderFieldsNot) > 0 {
-		hdr, err := sess.readRange(m.ID, off, min(n, maxHeaderFilterBytes))
+		hdr, err := sess.readRange(m, off, min(n, maxHeaderFilterBytes))
 		if err != nil {
 			return err
 		}
@@ -268,9 +318,9 @@ func (sess *session) writeBodySection(rw *imapserver.FetchResponseWriter, m *sto
 	po, pn := partial(bs.Partial, n)
 	lw := rw.WriteBodySection(bs, pn)
 	if pn > 0 {
-		rc, err := sess.acct.OpenRange(sess.ctx, m.ID, off+po, pn)
+		rc, err := sess.openRange(m, off+po, pn)
 		if err != nil {
-			return fmt.Errorf("fetch message %d: %w", m.ID, err)
+			return err
 		}
 		_, err = io.CopyN(lw, rc, pn)
 		rc.Close()
@@ -283,15 +333,15 @@ func (sess *session) writeBodySection(rw *imapserver.FetchResponseWriter, m *sto
 
 func closeLiteral(lw io.WriteCloser) error { return lw.Close() }
 
-func (sess *session) readRange(id, off, n int64) ([]byte, error) {
-	rc, err := sess.acct.OpenRange(sess.ctx, id, off, n)
+func (sess *session) readRange(m *fetchMsg, off, n int64) ([]byte, error) {
+	rc, err := sess.openRange(m, off, n)
 	if err != nil {
-		return nil, fmt.Errorf("fetch message %d: %w", id, err)
+		return nil, err
 	}
 	defer rc.Close()
 	b, err := io.ReadAll(io.LimitReader(rc, n))
 	if err != nil {
-		return nil, fmt.Errorf("fetch message %d: %w", id, err)
+		return nil, fmt.Errorf("fetch message %d: %w", m.ID, err)
 	}
 	return b, nil
 }
@@ -356,7 +406,7 @@ var errUnknownCTE = &imap.Error{
 
 // binaryPart returns the byte range and transfer encoding behind
 // BINARY[path] (RFC 3516): a whole message or multipart is sent as is.
-func binaryPart(m *store.MessageMeta, path []int) (off, n int64, enc string, ok bool) {
+func binaryPart(m *fetchMsg, path []int) (off, n int64, enc string, ok bool) {
 	if len(path) == 0 {
 		return 0, m.Size, "", true
 	}
@@ -412,10 +462,10 @@ func (c *base64Cleaner) Read(p []byte) (int, error) {
 // decodedSize counts the decoded bytes of a part (BINARY.SIZE). Content
 // that fails to decode counts up to the failure, consistently with what
 // writeBinarySection sends.
-func (sess *session) decodedSize(id, off, n int64, enc string) (int64, error) {
-	rc, err := sess.acct.OpenRange(sess.ctx, id, off, n)
+func (sess *session) decodedSize(m *fetchMsg, off, n int64, enc string) (int64, error) {
+	rc, err := sess.openRange(m, off, n)
 	if err != nil {
-		return 0, fmt.Errorf("fetch message %d: %w", id, err)
+		return 0, err
 	}
 	defer rc.Close()
 	d := decoder(enc, rc)
@@ -424,7 +474,7 @@ func (sess *session) decodedSize(id, off, n int64, enc string) (int64, error) {
 	}
 	size, err := io.Copy(io.Discard, d)
 	if err != nil && !isDecodeError(err) {
-		return 0, fmt.Errorf("fetch message %d: %w", id, err)
+		return 0, fmt.Errorf("fetch message %d: %w", m.ID, err)
 	}
 	return size, nil
 }
@@ -434,7 +484,7 @@ func isDecodeError(err error) bool {
 	return errors.As(err, &ce) || strings.Contains(err.Error(), "quotedprintable")
 }
 
-func (sess *session) binarySize(m *store.MessageMeta, path []int) (int64, error) {
+func (sess *session) binarySize(m *fetchMsg, path []int) (int64, error) {
 	off, n, enc, ok := binaryPart(m, path)
 	if !ok {
 		return 0, nil
@@ -443,10 +493,10 @@ func (sess *session) binarySize(m *store.MessageMeta, path []int) (int64, error)
 	case "", "7bit", "8bit", "binary":
 		return n, nil
 	}
-	return sess.decodedSize(m.ID, off, n, enc)
+	return sess.decodedSize(m, off, n, enc)
 }
 
-func (sess *session) writeBinarySection(rw *imapserver.FetchResponseWriter, m *store.MessageMeta, bs *imap.FetchItemBinarySection) error {
+func (sess *session) writeBinarySection(rw *imapserver.FetchResponseWriter, m *fetchMsg, bs *imap.FetchItemBinarySection) error {
 	off, n, enc, ok := binaryPart(m, bs.Part)
 	if !ok {
 		return closeLiteral(rw.WriteBinarySection(bs, 0))
@@ -458,9 +508,9 @@ func (sess *session) writeBinarySection(rw *imapserver.FetchResponseWriter, m *s
 	po, pn := partial(bs.Partial, size)
 	lw := rw.WriteBinarySection(bs, pn)
 	if pn > 0 {
-		rc, err := sess.acct.OpenRange(sess.ctx, m.ID, off, n)
+		rc, err := sess.openRange(m, off, n)
 		if err != nil {
-			return fmt.Errorf("fetch message %d: %w", m.ID, err)
+			return err
 		}
 		d := decoder(enc, rc)
 		if _, err := io.CopyN(io.Discard, d, po); err != nil {
