@@ -158,6 +158,24 @@ func TestBrowserWebmail(t *testing.T) {
 		if n := eval[string](t, ctx, `document.querySelector('#folders [aria-current] .count').textContent`); n != "1" {
 			t.Fatalf("unread count = %q", n)
 		}
+		// A flag change and a deletion made elsewhere (IMAP, POP3, another
+		// tab: all go through the store) show up too.
+		send(bob, alice, storetest.Message("Bob <bob@example.test>", alice, "Doomed subject", "to be removed"))
+		waitJS(t, ctx, `document.getElementById('msgs').innerText.includes('Doomed subject')`, 15*time.Second)
+		inbox := e.box(alice, store.RoleInbox)
+		msgs := e.messages(alice, store.RoleInbox)
+		acct := e.account(alice)
+		if _, err := acct.SetFlags(context.Background(), inbox.ID, []uint32{msgs[0].UID}, store.FlagsAdd, []string{store.FlagFlagged}); err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, ctx, fmt.Sprintf(`document.querySelector('#msgs tr[data-uid="%d"]').classList.contains('flagged')`, msgs[0].UID), 15*time.Second)
+		if _, err := acct.Expunge(context.Background(), inbox.ID, []uint32{msgs[1].UID}); err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, ctx, `!document.getElementById('msgs').innerText.includes('Doomed subject')`, 15*time.Second)
+		if !eval[bool](t, ctx, `window.__noReload === true`) {
+			t.Fatal("the page reloaded")
+		}
 	})
 
 	t.Run("open and reply", func(t *testing.T) {

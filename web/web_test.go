@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"mailbox/internal/throttle"
 	"mailbox/store"
 	"mailbox/store/storetest"
 )
@@ -630,4 +632,47 @@ func TestFrontEndBudget(t *testing.T) {
 		t.Fatalf("front end is %d bytes, budget 40 KiB", total)
 	}
 	t.Logf("front end: %d bytes", total)
+}
+
+func TestShutdownEndsEventStreams(t *testing.T) {
+	e := newEnv(t, Options{}, storetest.Fixture{})
+	c := e.client()
+	c.mustLogin(alice)
+	req, _ := http.NewRequest("GET", e.ts.URL+"/events", nil)
+	res, err := c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, res.Body)
+		done <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("event stream still open after Shutdown")
+	}
+}
+
+func TestLoginThrottled(t *testing.T) {
+	lim := throttle.New(throttle.Options{Free: 1, BaseDelay: 300 * time.Millisecond, MaxDelay: time.Second})
+	e := newEnv(t, Options{Limiter: lim}, storetest.Fixture{})
+	c := e.client()
+	c.login(alice, "bad1")
+	c.login(alice, "bad2")
+	start := time.Now()
+	r := c.login(alice, pass)
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("third attempt answered after %v, want a delay", d)
+	}
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("correct password after delay = %d", r.StatusCode)
+	}
 }
