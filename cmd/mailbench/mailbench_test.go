@@ -526,11 +526,22 @@ func TestPOP3Idle(t *testing.T) {
 
 func TestRSS(t *testing.T) {
 	for _, tree := range []bool{false, true} {
-		if rss, err := readRSS(os.Getpid(), tree); err != nil || rss <= 0 {
+		if rss, err := readRSS(pidList{os.Getpid()}, tree); err != nil || rss <= 0 {
 			t.Fatalf("readRSS(self, tree=%v): %d, %v", tree, rss, err)
 		}
+		if cpu, err := readCPU(pidList{os.Getpid()}, tree); err != nil || cpu < 0 {
+			t.Fatalf("readCPU(self, tree=%v): %v, %v", tree, cpu, err)
+		}
 	}
-	if _, err := readRSS(0x7ffffff0, false); err == nil {
+	var out bytes.Buffer
+	self := strconv.Itoa(os.Getpid())
+	if err := run(t.Context(), []string{"rss", "-pid", self + "," + self, "-pid-tree"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if f := fields(t, out.String(), "rss"); f["pid"] != self+","+self || f["procs"] == "" {
+		t.Fatalf("summary: %s", out.String())
+	}
+	if _, err := readRSS(pidList{0x7ffffff0}, false); err == nil {
 		t.Fatal("readRSS of a missing process: want an error")
 	}
 }

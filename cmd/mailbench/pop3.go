@@ -54,7 +54,8 @@ func runPOP3(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	timeout := fs.Duration("timeout", defaultRunTimeout, "bound on each session")
 	maxErrors := fs.Int("max-errors", 0, "exit non-zero when more RETRs than this fail")
 	label := fs.String("label", "", "free text copied into the summary line")
-	pid := fs.Int("pid", 0, "server `PID` whose resident memory is printed before and after")
+	var pid pidList
+	fs.Var(&pid, "pid", "server `PID`s (comma-separated): print their CPU time used during the run and their resident memory before and after")
 	pidTree := fs.Bool("pid-tree", false, "with -pid: sum the proportional set size (Pss) of the process and all its descendants")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -64,7 +65,7 @@ func runPOP3(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	for range *repeat {
-		if err := benchPOP3(ctx, o, *user, *pass, *count, *timeout, *maxErrors, *label, *pid, *pidTree, stdout, stderr); err != nil {
+		if err := benchPOP3(ctx, o, *user, *pass, *count, *timeout, *maxErrors, *label, pid, *pidTree, stdout, stderr); err != nil {
 			return err
 		}
 	}
@@ -74,10 +75,11 @@ func runPOP3(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // benchPOP3 runs one download session: login, STAT, LIST, RETR 1..count one
 // command at a time (no pipelining), QUIT without DELE.
 func benchPOP3(ctx context.Context, o pop3Options, user, pass string, count int, timeout time.Duration,
-	maxErrors int, label string, pid int, pidTree bool, stdout, stderr io.Writer) error {
+	maxErrors int, label string, pid pidList, pidTree bool, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	rssBefore := rssField(pid, pidTree)
+	cpu := startCPU(pid, pidTree)
 
 	c, err := dialPOP3(ctx, o)
 	if err != nil {
@@ -134,9 +136,9 @@ func benchPOP3(ctx context.Context, o pop3Options, user, pass string, count int,
 	if dur > 0 {
 		mbs = float64(got.n) / 1e6 / dur.Seconds()
 	}
-	fmt.Fprintf(stdout, "pop3 label=%s addr=%s msgs=%d retrieved=%d errors=%d bytes=%d dur=%s rate=%s throughput=%.1fMB/s %s%s%s\n",
+	fmt.Fprintf(stdout, "pop3 label=%s addr=%s msgs=%d retrieved=%d errors=%d bytes=%d dur=%s rate=%s throughput=%.1fMB/s %s%s%s%s\n",
 		field(label), o.Addr, count, ok, errs, got.n, secs(dur), rate(ok, dur), mbs, rec.latencyFields(),
-		rssBefore.prefixed(" rss_before="), rssField(pid, pidTree).prefixed(" rss_after="))
+		cpu.field(), rssBefore.prefixed(" rss_before="), rssField(pid, pidTree).prefixed(" rss_after="))
 	rec.printErrors(stderr, "pop3")
 	switch {
 	case errs > maxErrors:
@@ -161,7 +163,8 @@ func runPOP3Idle(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	timeout := fs.Duration("timeout", 0, "bound on the whole run (default: -hold + 5m)")
 	maxErrors := fs.Int("max-errors", 0, "exit non-zero when more sessions than this fail")
 	label := fs.String("label", "", "free text copied into the summary line")
-	pid := fs.Int("pid", 0, "server `PID` whose resident memory is read before, while and after holding")
+	var pid pidList
+	fs.Var(&pid, "pid", "server `PID`s (comma-separated) whose resident memory is read before, while and after holding")
 	pidTree := fs.Bool("pid-tree", false, "with -pid: sum the proportional set size (Pss) of the process and all its descendants")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -177,16 +180,16 @@ func runPOP3Idle(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer cancel()
 
 	memory := func() rssValue {
-		if *pid == 0 {
+		if len(pid) == 0 {
 			return ""
 		}
 		sleepCtx(ctx, *settle)
-		return rssField(*pid, *pidTree)
+		return rssField(pid, *pidTree)
 	}
 	var beforeBytes int64
 	rssBefore := memory()
-	if *pid != 0 {
-		beforeBytes, _ = readRSS(*pid, *pidTree)
+	if len(pid) > 0 {
+		beforeBytes, _ = readRSS(pid, *pidTree)
 	}
 
 	rec := newRecorder(*conns)
@@ -224,8 +227,8 @@ func runPOP3Idle(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 	rssHeld := memory()
 	var heldBytes int64
-	if *pid != 0 {
-		heldBytes, _ = readRSS(*pid, *pidTree)
+	if len(pid) > 0 {
+		heldBytes, _ = readRSS(pid, *pidTree)
 	}
 	sleepCtx(ctx, *hold-min(*hold, *settle))
 
@@ -257,7 +260,7 @@ func runPOP3Idle(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 	_, errs := rec.counts()
 	delta := ""
-	if *pid != 0 && heldBytes > 0 && beforeBytes > 0 {
+	if len(pid) > 0 && heldBytes > 0 && beforeBytes > 0 {
 		delta = " rss_delta=" + mib(heldBytes-beforeBytes)
 	}
 	fmt.Fprintf(stdout, "pop3-idle label=%s addr=%s conns=%d held=%d errors=%d dropped=%d open_dur=%s hold=%s login_%s%s%s%s%s\n",

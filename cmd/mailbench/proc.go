@@ -8,34 +8,32 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// readRSS returns the resident memory of pid in bytes (VmRSS in
-// /proc/PID/status). With tree it returns the sum over pid and every
-// descendant of their proportional set size (Pss in
+// readRSS returns the resident memory of the roots in bytes (the sum of
+// VmRSS in /proc/PID/status). With tree it returns the sum over the roots
+// and every descendant of their proportional set size (Pss in
 // /proc/PID/smaps_rollup: each shared page split among the processes that
 // map it), which is how a multi-process server such as Dovecot is measured
 // without counting its shared libraries once per process.
-func readRSS(pid int, tree bool) (int64, error) {
-	pids := []int{pid}
-	if tree {
-		var err error
-		if pids, err = descendants(pid); err != nil {
-			return 0, err
-		}
+func readRSS(roots pidList, tree bool) (int64, error) {
+	pids, err := expand(roots, tree)
+	if err != nil {
+		return 0, err
 	}
 	var total int64
 	read := vmRSS
 	if tree {
 		read = pss
 	}
-	for i, p := range pids {
+	for _, p := range pids {
 		rss, err := read(p)
 		if err != nil {
-			if i == 0 {
+			if slices.Contains(roots, p) {
 				return 0, err
 			}
 			continue // a child that exited meanwhile
@@ -72,6 +70,59 @@ func procKB(pid int, file, key string) (int64, error) {
 		return 0, fmt.Errorf("pid %d: malformed %s line %q", pid, file, sc.Text())
 	}
 	return 0, fmt.Errorf("pid %d: no %s in %s (a kernel thread or a zombie?)", pid, key, file)
+}
+
+// pidList is the value of a -pid flag: one or more comma-separated PIDs
+// (e.g. Postfix's and Dovecot's master processes), measured as one server.
+type pidList []int
+
+func (l *pidList) String() string {
+	parts := make([]string, len(*l))
+	for i, p := range *l {
+		parts[i] = strconv.Itoa(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *pidList) Set(v string) error {
+	*l = nil
+	for part := range strings.SplitSeq(v, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || p <= 0 {
+			return fmt.Errorf("%q is not a PID", part)
+		}
+		*l = append(*l, p)
+	}
+	return nil
+}
+
+// expand returns roots and, with tree, every descendant of each, without
+// repeats; the roots come first.
+func expand(roots pidList, tree bool) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, r := range roots {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	if !tree {
+		return out, nil
+	}
+	for _, r := range roots {
+		d, err := descendants(r)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range d[1:] {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
 }
 
 // descendants returns pid followed by all its descendants, from the parent
@@ -112,13 +163,87 @@ func descendants(pid int) ([]int, error) {
 	return out, nil
 }
 
+// clockTicks is the unit of the times in /proc/PID/stat (USER_HZ); it is
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// readCPU returns the CPU time (user + system) pid has used so far. With
+// tree it also counts every live descendant, and for each process the time
+// of children it has already reaped (cutime, cstime), so short-lived
+// workers (Dovecot's lmtp, Postfix's smtpd) are counted once each.
+func readCPU(roots pidList, tree bool) (time.Duration, error) {
+	pids, err := expand(roots, tree)
+	if err != nil {
+		return 0, err
+	}
+	var ticks int64
+	for _, p := range pids {
+		data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "stat"))
+		if err != nil {
+			if slices.Contains(roots, p) {
+				return 0, fmt.Errorf("read cpu time of pid %d: %w", p, err)
+			}
+			continue
+		}
+		// Fields after the ")" that closes the command name start at
+		// field 3 (state); utime, stime, cutime, cstime are 14 to 17.
+		j := bytes.LastIndexByte(data, ')')
+		f := strings.Fields(string(data[j+1:]))
+		if j < 0 || len(f) < 16 {
+			return 0, fmt.Errorf("pid %d: malformed stat", p)
+		}
+		last := 13 // stime
+		if tree {
+			last = 15 // cstime
+		}
+		for _, v := range f[11 : last+1] {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("pid %d: malformed stat", p)
+			}
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// cpuMeter measures the server's CPU time over one run.
+type cpuMeter struct {
+	pid   pidList
+	tree  bool
+	start time.Duration
+	ok    bool
+}
+
+func startCPU(pid pidList, tree bool) cpuMeter {
+	m := cpuMeter{pid: pid, tree: tree}
+	if len(pid) > 0 {
+		var err error
+		m.start, err = readCPU(pid, tree)
+		m.ok = err == nil
+	}
+	return m
+}
+
+// field returns " cpu=12.34s" with the CPU time used since start, or "".
+func (m cpuMeter) field() string {
+	if !m.ok {
+		return ""
+	}
+	now, err := readCPU(m.pid, m.tree)
+	if err != nil {
+		return " cpu=error"
+	}
+	return " cpu=" + secs(now-m.start)
+}
+
 // rssValue is an optional memory reading for a summary line.
 type rssValue string
 
-// rssField reads the memory of pid for a summary; "" when pid is 0, "error"
-// when it cannot be read.
-func rssField(pid int, tree bool) rssValue {
-	if pid == 0 {
+// rssField reads the memory of pid for a summary; "" when there is no pid,
+// "error" when it cannot be read.
+func rssField(pid pidList, tree bool) rssValue {
+	if len(pid) == 0 {
 		return ""
 	}
 	rss, err := readRSS(pid, tree)
@@ -138,26 +263,25 @@ func (v rssValue) prefixed(prefix string) string {
 
 func runRSS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("rss", stderr)
-	pid := fs.Int("pid", 0, "process `PID`")
+	var pid pidList
+	fs.Var(&pid, "pid", "process `PID` (comma-separated PIDs are summed)")
 	tree := fs.Bool("pid-tree", false, "sum the proportional set size (Pss) of the process and all its descendants")
 	label := fs.String("label", "", "free text copied into the summary line")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *pid <= 0 {
+	if len(pid) == 0 {
 		fmt.Fprintln(stderr, "rss: -pid is required")
 		return errUsage
 	}
-	rss, err := readRSS(*pid, *tree)
+	rss, err := readRSS(pid, *tree)
 	if err != nil {
 		return fmt.Errorf("rss: %w", err)
 	}
-	procs := 1
-	if *tree {
-		if p, err := descendants(*pid); err == nil {
-			procs = len(p)
-		}
+	procs := len(pid)
+	if p, err := expand(pid, *tree); err == nil {
+		procs = len(p)
 	}
-	fmt.Fprintf(stdout, "rss label=%s pid=%d procs=%d rss=%s at=%s\n", field(*label), *pid, procs, mib(rss), time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(stdout, "rss label=%s pid=%s procs=%d rss=%s at=%s\n", field(*label), pid.String(), procs, mib(rss), time.Now().UTC().Format(time.RFC3339))
 	return nil
 }

@@ -50,7 +50,7 @@ type smtpConfig struct {
 	CmdTimeout time.Duration
 	MaxErrors  int
 	Label      string
-	PID        int
+	PID        pidList
 	PIDTree    bool
 
 	VerifyPOP3 string // POP3 address; "" skips the end-to-end check
@@ -80,7 +80,7 @@ func runSMTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.CmdTimeout, "cmd-timeout", defaultCmdTimeout, "bound on each SMTP command or POP3 reply")
 	fs.IntVar(&cfg.MaxErrors, "max-errors", 0, "exit non-zero when more messages than this fail")
 	fs.StringVar(&cfg.Label, "label", "", "free text copied into the summary line (e.g. the server's name)")
-	fs.IntVar(&cfg.PID, "pid", 0, "server `PID` whose resident memory is printed before and after")
+	fs.Var(&cfg.PID, "pid", "server `PID`s (comma-separated): print its CPU time used during the run and its resident memory before and after")
 	fs.BoolVar(&cfg.PIDTree, "pid-tree", false, "with -pid: sum the proportional set size (Pss) of the process and all its descendants")
 	fs.StringVar(&cfg.VerifyPOP3, "verify-pop3", "", "POP3 `host:port`: poll STAT until every accepted message is visible")
 	fs.StringVar(&cfg.POP3User, "pop3-user", "", "POP3 login for -verify-pop3 (default: the first -rcpt)")
@@ -157,6 +157,7 @@ func benchSMTP(ctx context.Context, cfg smtpConfig, stdout, stderr io.Writer) er
 		base = n
 	}
 	rssBefore := rssField(cfg.PID, cfg.PIDTree)
+	cpu := startCPU(cfg.PID, cfg.PIDTree)
 
 	rec := newRecorder(cfg.Count)
 	var next atomic.Int64 // next message sequence number to send
@@ -204,10 +205,10 @@ func benchSMTP(ctx context.Context, cfg smtpConfig, stdout, stderr io.Writer) er
 			e2e, e2eDur = rate(res.accepted, res.e2eDur), secs(res.e2eDur)
 		}
 	}
-	fmt.Fprintf(stdout, "smtp label=%s addr=%s conns=%d size=%d count=%d sent=%d accepted=%d errors=%d dur=%s rate=%s e2e=%s e2e_dur=%s visible=%s %s%s%s\n",
+	fmt.Fprintf(stdout, "smtp label=%s addr=%s conns=%d size=%d count=%d sent=%d accepted=%d errors=%d dur=%s rate=%s e2e=%s e2e_dur=%s visible=%s %s%s%s%s\n",
 		field(cfg.Label), cfg.Addr, cfg.Conns, cfg.Size, cfg.Count, res.sent, res.accepted, errs,
 		secs(res.dur), rate(res.accepted, res.dur), e2e, e2eDur, visible, rec.latencyFields(),
-		rssBefore.prefixed(" rss_before="), rssField(cfg.PID, cfg.PIDTree).prefixed(" rss_after="))
+		cpu.field(), rssBefore.prefixed(" rss_before="), rssField(cfg.PID, cfg.PIDTree).prefixed(" rss_after="))
 	rec.printErrors(stderr, "smtp")
 	if cfg.Cleanup && cfg.VerifyPOP3 != "" {
 		if err := pop3DeleteAll(ctx, pop3, cfg.POP3User, cfg.POP3Pass); err != nil {
