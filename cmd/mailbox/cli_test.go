@@ -66,6 +66,7 @@ func TestCLIUsage(t *testing.T) {
 
 // The admin commands, in-process, against a store the test then opens.
 func TestCLIAdmin(t *testing.T) {
+	t.Parallel()
 	data := filepath.Join(t.TempDir(), "data")
 	step := func(stdin string, wantCode int, want string, args ...string) string {
 		t.Helper()

@@ -35,7 +35,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	mailboxBin = filepath.Join(dir, "mailbox")
-	build := exec.Command("go", "build", "-o", mailboxBin, ".")
+	args := []string{"build", "-o", mailboxBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build mailbox:", err)
@@ -216,6 +220,9 @@ func (in *instance) start() *proc {
 		default:
 			p.cmd.Process.Kill()
 			<-p.exited
+		}
+		if strings.Contains(p.logs(), "WARNING: DATA RACE") {
+			in.t.Errorf("the race detector found a data race in mailbox serve")
 		}
 		if in.t.Failed() {
 			in.t.Logf("mailbox serve stderr:\n%s", p.logs())
@@ -534,6 +541,7 @@ func stripFetchmail(t *testing.T, b []byte) string {
 // swaks delivers, fetchmail downloads in keep mode (the message stays, bytes
 // match) and then in delete mode (the message is gone).
 func TestSwaksFetchmail(t *testing.T) {
+	t.Parallel()
 	needTool(t, "swaks", "fetchmail")
 	in := newInstance(t, "")
 	in.must("", "domain", "add", "localhost")
@@ -581,6 +589,7 @@ func TestSwaksFetchmail(t *testing.T) {
 // getmail6 downloads into a Maildir in keep mode (bytes match exactly, as
 // getmail writes them) and then with delete (the message is gone).
 func TestSwaksGetmail(t *testing.T) {
+	t.Parallel()
 	needTool(t, "swaks", "getmail")
 	in := newInstance(t, "")
 	in.must("", "domain", "add", "localhost")
@@ -656,6 +665,7 @@ message_log_syslog = false
 // restarted on the same data directory: every acknowledged message is
 // there, exactly once.
 func TestCrashAfterDATA(t *testing.T) {
+	t.Parallel()
 	in := newInstance(t, "")
 	in.must("", "domain", "add", "localhost")
 	in.addUser("alice@localhost", "pw")
@@ -701,6 +711,7 @@ func TestCrashAfterDATA(t *testing.T) {
 // Admin commands work on the database while the server runs, and the
 // server sees their changes at once.
 func TestAdminWhileServing(t *testing.T) {
+	t.Parallel()
 	in := newInstance(t, "")
 	p := in.start()
 	if !strings.Contains(p.stdout, "Created account postmaster@localhost with password ") {
@@ -763,6 +774,7 @@ func TestAdminWhileServing(t *testing.T) {
 // is streaming in over SMTP: the process exits 0, the DELE is not applied,
 // and the streaming message is received, answered 250 and kept.
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	in := newInstance(t, "")
 	in.must("", "domain", "add", "localhost")
 	in.addUser("alice@localhost", "pw")
@@ -845,6 +857,7 @@ func TestGracefulShutdown(t *testing.T) {
 // Configuration mistakes stop start-up with exit code 2 and a message
 // naming the key and the value.
 func TestConfigErrorsStopStartup(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		name, extra, want string
 	}{
@@ -879,6 +892,7 @@ func TestConfigErrorsStopStartup(t *testing.T) {
 // The README's walk-through: curl reads the message over POP3, over POP3S
 // and over POP3 with STLS, trusting the CA that `mailbox tls ca` prints.
 func TestCurlPOP3(t *testing.T) {
+	t.Parallel()
 	needTool(t, "curl")
 	in := newInstance(t, "")
 	in.must("", "domain", "add", "localhost")
@@ -919,6 +933,7 @@ func TestCurlPOP3(t *testing.T) {
 // listeners: STARTTLS + AUTH on submission, implicit TLS on submissions,
 // verifying the certificate against the local CA.
 func TestSwaksSubmission(t *testing.T) {
+	t.Parallel()
 	needTool(t, "swaks")
 	in := newInstance(t, "")
 	in.must("", "domain", "add", "localhost")
@@ -960,6 +975,7 @@ func TestSwaksSubmission(t *testing.T) {
 // 250 before the kill is there after a restart, and no message is there
 // twice.
 func TestCrashUnderLoad(t *testing.T) {
+	t.Parallel()
 	in := newInstance(t, "")
 	in.must("", "domain", "add", "localhost")
 	in.addUser("alice@localhost", "pw")
