@@ -1,8 +1,9 @@
 // Package web is the webmail of mailbox and everything else it serves over
 // HTTP: sign-in, folders, reading (HTML mail sanitized and shown in a
 // sandboxed frame), writing, organising, search, live updates by
-// Server-Sent Events, settings, the ACME HTTP-01 challenge, /healthz and
-// /metrics (Prometheus text format).
+// Server-Sent Events, settings, mail client autoconfiguration (Thunderbird
+// autoconfig, Outlook autodiscover), the ACME HTTP-01 challenge, /healthz
+// and /metrics (Prometheus text format).
 //
 // Pages are rendered on the server with html/template and work without
 // JavaScript; a small script embedded in the binary adds live updates,
@@ -181,6 +182,10 @@ func (srv *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", srv.healthz)
 	mux.HandleFunc("GET /metrics", srv.metrics)
 	mux.Handle("GET /static/", staticHandler())
+	mux.HandleFunc("GET /.well-known/autoconfig/mail/config-v1.1.xml", srv.autoconfig)
+	mux.HandleFunc("GET /mail/config-v1.1.xml", srv.autoconfig)
+	mux.HandleFunc("/autodiscover/autodiscover.xml", srv.autodiscover)
+	mux.HandleFunc("/Autodiscover/Autodiscover.xml", srv.autodiscover)
 	mux.HandleFunc("GET /login", srv.loginPage)
 	mux.HandleFunc("POST /login", srv.login)
 	mux.HandleFunc("POST /logout", srv.authed(srv.logout))

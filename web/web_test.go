@@ -676,3 +676,26 @@ func TestLoginThrottled(t *testing.T) {
 		t.Fatalf("correct password after delay = %d", r.StatusCode)
 	}
 }
+
+func TestAutoconfig(t *testing.T) {
+	e := newEnv(t, Options{Hostname: "mail.example.test", Ports: Ports{POP3: -1}}, storetest.Fixture{})
+	c := e.client()
+	r := c.get("/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=alice%40example.test")
+	for _, want := range []string{`<emailProvider id="example.test">`, `<hostname>mail.example.test</hostname>`, `<port>993</port>`,
+		`<socketType>STARTTLS</socketType>`, `<port>465</port>`, `<username>%EMAILADDRESS%</username>`} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("autoconfig lacks %q:\n%s", want, r.body)
+		}
+	}
+	if strings.Contains(r.body, "<port>110</port>") {
+		t.Errorf("autoconfig offers a disabled port")
+	}
+	req, _ := http.NewRequest("POST", e.ts.URL+"/autodiscover/autodiscover.xml", strings.NewReader(
+		`<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"><Request><EMailAddress>alice@example.test</EMailAddress></Request></Autodiscover>`))
+	r = c.do(req)
+	for _, want := range []string{"<Type>IMAP</Type>", "<Port>993</Port>", "<LoginName>alice@example.test</LoginName>", "<Type>SMTP</Type>"} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("autodiscover lacks %q:\n%s", want, r.body)
+		}
+	}
+}
