@@ -188,6 +188,62 @@ BEGIN
 	 WHERE id = NEW.mailbox_id;
 END;
 `,
+	// 4: sending: messages waiting for other servers (outbound, one queue
+	// row per remote recipient), each account's recent submissions (sending
+	// limits) and the domains' DKIM signing keys.
+	`
+-- outbound is a message waiting for delivery to other servers. Its bytes
+-- are a blob, counted in refs like a stored message's.
+CREATE TABLE outbound (
+	id         INTEGER PRIMARY KEY,
+	account_id INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+	sender     TEXT NOT NULL, -- envelope sender; '' is the null sender (bounces)
+	blob_id    INTEGER NOT NULL REFERENCES blobs(id),
+	created    INTEGER NOT NULL
+);
+CREATE TRIGGER outbound_ins AFTER INSERT ON outbound BEGIN
+	UPDATE blobs SET refs = refs + 1 WHERE id = NEW.blob_id;
+END;
+CREATE TRIGGER outbound_del AFTER DELETE ON outbound BEGIN
+	UPDATE blobs SET refs = refs - 1 WHERE id = OLD.blob_id;
+END;
+
+-- queue has one row per remote recipient of an outbound message. sending
+-- is the start (unix time) of the attempt in progress, 0 when none is.
+CREATE TABLE queue (
+	id           INTEGER PRIMARY KEY,
+	outbound_id  INTEGER NOT NULL REFERENCES outbound(id) ON DELETE CASCADE,
+	rcpt         TEXT NOT NULL,
+	domain       TEXT NOT NULL,
+	attempts     INTEGER NOT NULL DEFAULT 0,
+	next_attempt INTEGER NOT NULL,
+	last_attempt INTEGER NOT NULL DEFAULT 0,
+	last_error   TEXT NOT NULL DEFAULT '',
+	sending      INTEGER NOT NULL DEFAULT 0,
+	warned       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX queue_due ON queue(next_attempt) WHERE sending = 0;
+CREATE INDEX queue_outbound ON queue(outbound_id);
+
+-- sent_log counts each account's submissions for its sending limits.
+CREATE TABLE sent_log (
+	account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+	at         INTEGER NOT NULL,
+	rcpts      INTEGER NOT NULL
+);
+CREATE INDEX sent_log_at ON sent_log(account_id, at);
+
+-- dkim_keys are the domains' signing keys (PKCS #8 DER); the selector
+-- names the DNS record that publishes the public half.
+CREATE TABLE dkim_keys (
+	domain_id   INTEGER NOT NULL REFERENCES domains(id) ON DELETE CASCADE,
+	selector    TEXT NOT NULL,
+	algorithm   TEXT NOT NULL,
+	private_key BLOB NOT NULL,
+	created     INTEGER NOT NULL,
+	PRIMARY KEY (domain_id, selector)
+) WITHOUT ROWID;
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.
