@@ -71,6 +71,9 @@ type Options struct {
 	Hub Hub
 	// Now is the clock; nil means time.Now. Tests may set it.
 	Now func() time.Time
+	// SendLimits bound what each account may submit (Account.Submit);
+	// zero fields mean no limit.
+	SendLimits SendLimits
 }
 
 // Store is the mail store. It is safe for concurrent use.
@@ -83,13 +86,15 @@ type Store struct {
 	hub    Hub
 	now    func() time.Time
 
-	inlineMax int64
-	batchMax  int
-	writes    chan *writeReq
-	stopped   chan struct{}
-	closeOnce sync.Once
-	closeMu   sync.RWMutex // held shared while queueing a write
-	closed    bool
+	inlineMax  int64
+	batchMax   int
+	sendLimits SendLimits
+	queued     chan struct{} // signalled after a commit that queued mail
+	writes     chan *writeReq
+	stopped    chan struct{}
+	closeOnce  sync.Once
+	closeMu    sync.RWMutex // held shared while queueing a write
+	closed     bool
 
 	locksMu sync.Mutex
 	locks   map[int64]bool // maildrops locked by a POP3 session
@@ -114,7 +119,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		inlineMax: opts.InlineMaxBytes,
 		batchMax:  opts.BatchMax,
 		locks:     map[int64]bool{},
+		queued:    make(chan struct{}, 1),
 	}
+	st.sendLimits = opts.SendLimits
 	if st.log == nil {
 		st.log = slog.New(slog.DiscardHandler)
 	}
