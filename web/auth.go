@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -49,6 +50,16 @@ func (srv *Server) authed(h authedHandler) http.HandlerFunc {
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			r.Body = http.MaxBytesReader(w, r.Body, srv.opts.MaxMessageBytes+1<<20)
+			if err := parseForm(r); err != nil {
+				var tooBig *http.MaxBytesError
+				if errors.As(err, &tooBig) {
+					srv.errorPage(w, r, http.StatusRequestEntityTooLarge,
+						fmt.Sprintf("That is too big: the limit for a message with its attachments is %s.", humanSize(srv.opts.MaxMessageBytes)))
+				} else {
+					srv.errorPage(w, r, http.StatusBadRequest, "The form could not be read. Please try again.")
+				}
+				return
+			}
 			if !srv.sameSite(r) || !validCSRF(r, rc.sess.CSRF) {
 				srv.errorPage(w, r, http.StatusForbidden, "This form has expired. Go back, reload the page and try again.")
 				return
@@ -97,6 +108,19 @@ func (srv *Server) sameSite(r *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// maxFormMemory is how much of a multipart form is kept in memory; larger
+// uploads go to temporary files that net/http removes after the request.
+const maxFormMemory = 8 << 20
+
+// parseForm reads a urlencoded or multipart body once, so a body over
+// the size limit is reported as such rather than as a missing token.
+func parseForm(r *http.Request) error {
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+		return r.ParseMultipartForm(maxFormMemory)
+	}
+	return r.ParseForm()
 }
 
 func validCSRF(r *http.Request, want string) bool {

@@ -146,6 +146,21 @@ func TestBrowserWebmail(t *testing.T) {
 	e := newEnv(t, Options{}, storetest.Fixture{})
 	send := startSMTP(t, e.st)
 	base := e.ts.URL
+	// Our own pages must not trip their Content-Security-Policy (inline
+	// style or script would); violations are kept across navigations.
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `document.addEventListener('securitypolicyviolation', function (e) {
+			var v = JSON.parse(sessionStorage.getItem('csp') || '[]');
+			v.push(location.pathname + ': ' + e.violatedDirective + ' ' + e.blockedURI);
+			sessionStorage.setItem('csp', JSON.stringify(v));
+		});`}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if v, err := chromedp.Run(ctx, chromedp.Evaluate[string](`sessionStorage.getItem('csp') || ''`)); err == nil && v != "" {
+			t.Errorf("CSP violations on our pages: %s", v)
+		}
+	})
 	browserLogin(t, ctx, base, alice)
 
 	t.Run("live delivery by SMTP", func(t *testing.T) {

@@ -555,7 +555,11 @@ func (m outgoing) build(hostname string, withBcc bool) ([]byte, error) {
 	tw.Close()
 	for _, a := range m.atts {
 		var ah mail.AttachmentHeader
-		ah.Set("Content-Type", mime.FormatMediaType(a.typ, map[string]string{"name": a.name}))
+		ct := mime.FormatMediaType(a.typ, map[string]string{"name": a.name})
+		if ct == "" {
+			ct = mime.FormatMediaType("application/octet-stream", map[string]string{"name": a.name})
+		}
+		ah.Set("Content-Type", ct)
 		ah.SetFilename(a.name)
 		aw, err := mw.CreateAttachment(ah)
 		if err != nil {

@@ -368,9 +368,14 @@ func (srv *Server) part(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 		srv.fail(w, r, err)
 		return
 	}
-	name := fileName(p)
-	if name == "" {
-		name = "attachment.bin"
+	name := "attachment.bin"
+	for _, a := range l.Layout.Attachments {
+		if a.Path == r.PathValue("part") {
+			name = a.Name
+		}
+	}
+	if n := fileName(p); n != "" {
+		name = n
 	}
 	typ := "application/octet-stream"
 	if t := p.Type + "/" + p.Subtype; validMediaType(t) {

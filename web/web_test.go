@@ -699,3 +699,23 @@ func TestAutoconfig(t *testing.T) {
 		}
 	}
 }
+
+func TestUploadTooBig(t *testing.T) {
+	e := newEnv(t, Options{MaxMessageBytes: 64 << 10}, storetest.Fixture{})
+	c := e.client()
+	c.mustLogin(alice)
+	tok := c.csrf("/compose")
+	r := c.postMultipart("/compose", url.Values{"csrf": {tok}, "to": {bob}, "subject": {"big"}, "action": {"send"}},
+		map[string][]byte{"big.bin": bytes.Repeat([]byte("x"), 2<<20)})
+	if r.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(r.body, "too big") {
+		t.Fatalf("oversized upload = %d", r.StatusCode)
+	}
+	r = c.postMultipart("/compose", url.Values{"csrf": {tok}, "to": {bob}, "subject": {"big"}, "action": {"send"}},
+		map[string][]byte{"mid.bin": bytes.Repeat([]byte("x"), 100<<10)})
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.body, "too big") {
+		t.Fatalf("message over the limit = %d %.500s", r.StatusCode, r.body)
+	}
+	if n := len(e.messages(bob, store.RoleInbox)); n != 0 {
+		t.Fatalf("bob got %d", n)
+	}
+}
