@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -357,5 +358,32 @@ func TestUTF8Accept(t *testing.T) {
 	}
 	if _, err := c.Select("Reçus/Été", nil).Wait(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A session whose selected mailbox is deleted by another gets BYE
+// (RFC 9051 §7.1.5 allows it; the mailbox and its UIDs are gone).
+func TestSelectedMailboxDeletedElsewhere(t *testing.T) {
+	ts := newTestServer(t, nil)
+	a := ts.login(t, alice, alicePass)
+	if err := a.Create("Doomed", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	a.mustSelect(t, "Doomed")
+	b := ts.login(t, alice, alicePass)
+	if err := b.Delete("Doomed").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Closed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("session on a deleted mailbox still open")
+	}
+	// A new mailbox of the same name starts afresh.
+	if err := b.Create("Doomed", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if sel := b.mustSelect(t, "Doomed"); sel.NumMessages != 0 {
+		t.Fatalf("recreated mailbox: %+v", sel)
 	}
 }
