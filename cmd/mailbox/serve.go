@@ -161,6 +161,14 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 	serving = true // each Serve closes its listener
 	fmt.Fprintf(c.stdout, "mailbox is running as %s, data in %s\n", cfg.Hostname, cfg.DataDir)
 	writeListenerReport(c.stdout, report)
+	switch src.Mode() {
+	case mtls.ModeLocal:
+		fmt.Fprintln(c.stdout, "TLS: certificates from a local CA; 'mailbox tls ca' prints it for your devices to trust.")
+	case mtls.ModeACME:
+		fmt.Fprintf(c.stdout, "TLS: certificates from %s (the local certificate serves until one arrives; see 'mailbox status').\n", cfg.TLS.ACMEDirectory)
+	case mtls.ModeFiles:
+		fmt.Fprintf(c.stdout, "TLS: certificate from %s (re-read when it changes and on SIGHUP).\n", cfg.TLS.CertFile)
+	}
 	fmt.Fprintln(c.stdout, "Stop it with Ctrl-C (SIGINT) or SIGTERM.")
 	// Start-up is the peak (the store hashes a dummy password with argon2id,
 	// about 19 MiB, certificates are loaded); hand that memory back now
