@@ -28,8 +28,8 @@ func number(s string) (n int, ok bool) {
 	return n, true
 }
 
-// message looks up a message number argument of the snapshot: syntax
-// error, no such message, or deleted.
+// message looks up a message number of the snapshot (one word, so "1 2"
+// is a syntax error): syntax error, no such message, or deleted.
 func (sess *session) message(arg string) (int, *msg, error) {
 	n, ok := number(arg)
 	if !ok {
@@ -48,15 +48,6 @@ func (sess *session) message(arg string) (int, *msg, error) {
 // noArg reports an argument of spaces at most.
 func noArg(arg string) bool {
 	return strings.TrimSpace(arg) == ""
-}
-
-// oneArg splits a command's argument into exactly one word.
-func oneArg(arg string) (string, bool) {
-	f := strings.Fields(arg)
-	if len(f) != 1 {
-		return "", false
-	}
-	return f[0], true
 }
 
 // totals counts the messages not marked deleted and their octets.
@@ -137,11 +128,7 @@ func (sess *session) listing(arg string, header func() string, value func([]byte
 
 // dele marks a message; it is removed only at QUIT.
 func (sess *session) dele(arg string) error {
-	a, ok := oneArg(arg)
-	if !ok {
-		return errSyntax
-	}
-	n, m, err := sess.message(a)
+	n, m, err := sess.message(strings.TrimSpace(arg))
 	if err != nil {
 		return err
 	}

@@ -16,11 +16,7 @@ import (
 // exact byte count, which is what the client gets once byte-stuffing is
 // undone (the store keeps CRLF line ends).
 func (sess *session) retr(arg string) error {
-	a, ok := oneArg(arg)
-	if !ok {
-		return errSyntax
-	}
-	n, m, err := sess.message(a)
+	n, m, err := sess.message(strings.TrimSpace(arg))
 	if err != nil {
 		return err
 	}
