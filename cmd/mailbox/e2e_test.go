@@ -9,9 +9,17 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	cryptotls "crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	netsmtp "net/smtp"
 	"os"
@@ -1054,4 +1062,100 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged before SIGKILL, %d in the mailbox after restart", len(acked), n)
+}
+
+// writeSelfSigned writes a self-signed certificate for localhost and its
+// key as PEM files; serial tells one certificate from the next.
+func writeSelfSigned(t *testing.T, certFile, keyFile string, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Write to temporary names and rename, as an operator's tooling would.
+	for file, block := range map[string]*pem.Block{
+		certFile: {Type: "CERTIFICATE", Bytes: der},
+		keyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(file+".new", pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, file := range []string{keyFile, certFile} {
+		if err := os.Rename(file+".new", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// servedSerial connects with TLS and returns the serial of the leaf served.
+func servedSerial(t *testing.T, addr string) int64 {
+	t.Helper()
+	conn, err := cryptotls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+		&cryptotls.Config{InsecureSkipVerify: true, ServerName: "localhost"})
+	if err != nil {
+		t.Fatalf("tls dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+}
+
+// tls.mode = "files": the operator's certificate is served on the TLS
+// ports, and a replaced one after SIGHUP, without a restart.
+func TestFilesCertificateSIGHUP(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeSelfSigned(t, certFile, keyFile, 1001)
+	in := newInstance(t, fmt.Sprintf("[tls]\nmode = \"files\"\ncert_file = %q\nkey_file = %q\n", certFile, keyFile))
+	p := in.start()
+	if !strings.Contains(p.stdout, "TLS: certificate from "+certFile) {
+		t.Errorf("start-up does not say where the certificate comes from:\n%s", p.stdout)
+	}
+	for _, l := range []string{"pop3s", "submissions"} {
+		if got := servedSerial(t, p.addr(l)); got != 1001 {
+			t.Fatalf("%s serves serial %d, want 1001", l, got)
+		}
+	}
+	writeSelfSigned(t, certFile, keyFile, 1002)
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for servedSerial(t, p.addr("pop3s")) != 1002 {
+		if time.Now().After(deadline) {
+			t.Fatal("pop3s still serves the old certificate 10s after SIGHUP")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) && !strings.Contains(p.logs(), "reloaded certificates") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(p.logs(), "reloaded certificates") {
+		t.Error("no \"reloaded certificates\" log line after SIGHUP")
+	}
+	if got := servedSerial(t, p.addr("submissions")); got != 1002 {
+		t.Errorf("submissions serves serial %d after SIGHUP, want 1002", got)
+	}
+	if code := p.stop(syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM", code)
+	}
 }
