@@ -111,16 +111,28 @@ func (sess *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 }
 
 // Idle writes updates as they come until the client sends DONE.
+//
+// The library may end the connection (and call Close) without waiting for
+// Idle to return, so Idle registers itself and Close waits for it.
 func (sess *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
 	sess.log.Debug("imap command", "cmd", "IDLE")
 	sess.mu.Lock()
-	sess.lastActive = time.Now()
-	sess.mu.Unlock()
-	if sess.sel == nil {
+	if sess.closed {
+		sess.mu.Unlock()
 		<-stop
 		return nil
 	}
-	return sess.sel.tracker.Idle(w, stop)
+	sess.lastActive = time.Now()
+	sel := sess.sel
+	done := make(chan struct{})
+	sess.idleDone = done
+	sess.mu.Unlock()
+	defer close(done)
+	if sel == nil {
+		<-stop
+		return nil
+	}
+	return sel.tracker.Idle(w, stop)
 }
 
 // Numbering. The server's view of a mailbox is mailboxState.uids; the

@@ -298,6 +298,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.strictLn.Close()
 	srv.laxLn.Close()
 	srv.implicitLn.Close()
+	// The library servers stop accepting now; wait for that before
+	// closing them, so their Close never overlaps their Serve.
+	srv.libDone.Wait()
 
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -334,7 +337,6 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.strict.Close()
 	srv.lax.Close()
 	srv.implicit.Close()
-	srv.libDone.Wait()
 	srv.reg.closeAll()
 	return ctx.Err()
 }

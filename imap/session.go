@@ -43,6 +43,7 @@ type session struct {
 	lastActive time.Time
 	timer      *time.Timer
 	byeOnce    sync.Once
+	idleDone   chan struct{} // closed when the last Idle call returned
 
 	acct        *store.Account
 	as          *accountState
@@ -160,7 +161,11 @@ func (sess *session) Close() error {
 	sess.mu.Lock()
 	sess.closed = true
 	sess.timer.Stop()
+	idle := sess.idleDone
 	sess.mu.Unlock()
+	if idle != nil {
+		<-idle // the library has closed Idle's stop channel by now
+	}
 	sess.unselect()
 	sess.logout()
 	sess.cancel()
