@@ -312,6 +312,9 @@ func (c *Config) decodeTOML(doc string) error {
 			return configErrorf("%s: unknown section%s", key, suggest(key, sections))
 		}
 		s, ok := byKey[key]
+		if !ok && len(k) == 1 && slices.Contains(sections, key) {
+			return configErrorf("%s: is a section: write [%s] (one pair of brackets)", key, key)
+		}
 		if !ok {
 			if len(k) > 1 && !slices.Contains(sections, k[0]) {
 				return configErrorf("%s: unknown section %q%s", key, k[0], suggest(k[0], sections))

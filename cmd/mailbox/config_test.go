@@ -108,7 +108,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log level", "[log]\nlevel = \"verbose\"\n", `log\.level: "verbose": want "debug"`},
 		{"bad hostname", "hostname = \"mail example\"\n", `hostname: "mail example": not a valid host name`},
 		{"toml syntax", "[smtp\n", `^config: .*: line \d+: expected`},
-		{"section as key", "listen = \":25\"\n", `listen: unknown key`},
+		{"section as key", "listen = \":25\"\n", `listen: is a section: write \[listen\]`},
+		{"array of tables", "[[smtp]]\nmax_recipients = 5\n", `smtp: is a section: write \[smtp\]`},
+		{"dotted keys", "smtp.max_recipients = 5\nsmtp.nope = 1\n", `smtp\.nope: unknown key`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
