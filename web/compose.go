@@ -414,14 +414,18 @@ func (srv *Server) compose(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 		return
 	}
 	srv.stats.sent.Add(1)
-	srv.log.Info("sent", "user", rc.acct.Address, "rcpts", len(rcpts), "size", len(noBcc), "local", len(res.Delivered))
+	srv.log.Info("sent", "user", rc.acct.Address, "rcpts", len(rcpts), "size", len(noBcc), "local", len(res.Delivered), "queued", len(res.Queued))
 	srv.dropDraft(r, rc, d.Draft)
 	if box, uid, _, ok := parseRef(d.Reply); ok {
 		if _, err := rc.acct.SetFlags(ctx, box, []uint32{uid}, store.FlagsAdd, []string{store.FlagAnswered}); err != nil && !errors.Is(err, store.ErrNotFound) {
 			srv.log.Warn("mark answered", "user", rc.acct.Address, "err", err)
 		}
 	}
-	http.Redirect(w, r, withNotice("/", "sent"), http.StatusSeeOther)
+	notice := "sent"
+	if len(res.Queued) > 0 {
+		notice = "queued"
+	}
+	http.Redirect(w, r, withNotice("/", notice), http.StatusSeeOther)
 }
 
 // dropDraft removes the previous version of a draft once the new one (or
@@ -446,7 +450,7 @@ func submitError(err error) error {
 	if errors.As(err, &re) {
 		switch {
 		case errors.Is(err, store.ErrNotLocal):
-			return errUser("Sending to other servers is not enabled yet (" + re.Address + "). Nothing was sent.")
+			return errUser("Sending to other servers is not enabled on this server (" + re.Address + "). Nothing was sent.")
 		case errors.Is(err, store.ErrNotFound):
 			return errUser("There is no mailbox " + re.Address + " on this server. Nothing was sent.")
 		case errors.Is(err, store.ErrOverQuota):
@@ -457,6 +461,9 @@ func submitError(err error) error {
 	}
 	if errors.Is(err, store.ErrOverQuota) {
 		return errUser("Your mailbox is full; delete some mail and try again.")
+	}
+	if errors.Is(err, store.ErrLimit) {
+		return errUser("You have reached a sending limit (messages per hour or day, or recipients per message). Nothing was sent; try again later.")
 	}
 	return err
 }

@@ -84,6 +84,7 @@ type view struct {
 // (?n=key), so no text from a URL ever reaches a page.
 var notices = map[string]string{
 	"sent":       "Message sent.",
+	"queued":     "Message sent. Recipients on other servers get it as soon as their servers accept it.",
 	"saved":      "Draft saved.",
 	"deleted":    "Deleted.",
 	"moved":      "Moved.",

@@ -390,12 +390,24 @@ func TestComposeSendReplyForwardDraft(t *testing.T) {
 	if meta.Attachments != 1 {
 		t.Fatalf("forward lost the attachment: %+v", meta)
 	}
-	// A remote recipient is refused clearly and nothing is sent.
+	// A remote recipient goes to the outbound queue, the local one gets
+	// it at once; an unknown local one refuses the whole message.
 	r = cb.postMultipart("/compose", url.Values{"csrf": {btok}, "to": {"carol@elsewhere.test, alice@example.test"}, "subject": {"x"}, "body": {"y"}, "action": {"send"}}, nil)
-	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.body, "Sending to other servers is not enabled yet (carol@elsewhere.test)") {
-		t.Fatalf("remote = %d %.2000s", r.StatusCode, r.body)
+	if r.StatusCode != http.StatusSeeOther || !strings.Contains(r.Header.Get("Location"), "n=queued") {
+		t.Fatalf("remote = %d %s %.2000s", r.StatusCode, r.Header.Get("Location"), r.body)
 	}
-	if n := len(e.messages(alice, store.RoleInbox)); n != 3 {
+	q, err := e.st.Queue(context.Background(), store.QueueFilter{})
+	if err != nil || len(q) != 1 || q[0].Recipient != "carol@elsewhere.test" || q[0].Sender != bob {
+		t.Fatalf("queue = %+v %v", q, err)
+	}
+	if n := len(e.messages(alice, store.RoleInbox)); n != 4 {
+		t.Fatalf("local copy not delivered: %d", n)
+	}
+	r = cb.postMultipart("/compose", url.Values{"csrf": {btok}, "to": {"nobody@example.test, alice@example.test"}, "subject": {"x"}, "body": {"y"}, "action": {"send"}}, nil)
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.body, "There is no mailbox nobody@example.test on this server. Nothing was sent.") {
+		t.Fatalf("unknown local = %d %.2000s", r.StatusCode, r.body)
+	}
+	if n := len(e.messages(alice, store.RoleInbox)); n != 4 {
 		t.Fatalf("refused message delivered: %d", n)
 	}
 	// Drafts: save, edit (replaces), send (removes the draft).
@@ -714,6 +726,20 @@ func TestUploadTooBig(t *testing.T) {
 		map[string][]byte{"mid.bin": bytes.Repeat([]byte("x"), 100<<10)})
 	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.body, "too big") {
 		t.Fatalf("message over the limit = %d %.500s", r.StatusCode, r.body)
+	}
+	if n := len(e.messages(bob, store.RoleInbox)); n != 0 {
+		t.Fatalf("bob got %d", n)
+	}
+}
+
+func TestSendLimit(t *testing.T) {
+	e := newEnv(t, Options{}, storetest.Fixture{Options: store.Options{SendLimits: store.SendLimits{RecipientsPerMessage: 1}}})
+	c := e.client()
+	c.mustLogin(alice)
+	tok := c.csrf("/compose")
+	r := c.postMultipart("/compose", url.Values{"csrf": {tok}, "to": {"bob@example.test, alice@example.test"}, "subject": {"x"}, "body": {"y"}, "action": {"send"}}, nil)
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.body, "sending limit") {
+		t.Fatalf("over the limit = %d %.1000s", r.StatusCode, r.body)
 	}
 	if n := len(e.messages(bob, store.RoleInbox)); n != 0 {
 		t.Fatalf("bob got %d", n)
