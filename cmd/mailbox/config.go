@@ -551,6 +551,13 @@ func (c *Config) validate() error {
 	}
 	switch c.TLS.Mode {
 	case "", mtls.ModeACME, mtls.ModeLocal:
+		mode := c.TLS.Mode
+		if mode == "" {
+			mode = mtls.DefaultMode(c.Hostname)
+		}
+		if mode == mtls.ModeACME && c.Listen.HTTP == "" && c.Listen.HTTPS == "" {
+			return configErrorf(`listen.http: "": certificates from ACME (tls.mode %q for hostname %q) need listen.http (HTTP-01 on port 80) or listen.https (TLS-ALPN-01 on port 443)`, c.TLS.Mode, c.Hostname)
+		}
 	case mtls.ModeFiles:
 		if c.TLS.CertFile == "" {
 			return configErrorf(`tls.cert_file: "": required when tls.mode is "files"`)

@@ -105,6 +105,7 @@ func TestConfigErrors(t *testing.T) {
 		{"same address twice", "[listen]\npop3 = \":2525\"\n", `listen\.pop3: ":2525": already used by listen\.smtp`},
 		{"bad tls mode", "[tls]\nmode = \"letsencrypt\"\n", `tls\.mode: "letsencrypt": want "acme", "files", "local"`},
 		{"files without cert", "[tls]\nmode = \"files\"\n", `tls\.cert_file: "": required when tls\.mode is "files"`},
+		{"acme without web listeners", "hostname = \"mail.example.org\"\n[listen]\nhttp = \"\"\nhttps = \"\"\n", `listen\.http: "": certificates from ACME .* need listen\.http`},
 		{"bad log level", "[log]\nlevel = \"verbose\"\n", `log\.level: "verbose": want "debug"`},
 		{"bad hostname", "hostname = \"mail example\"\n", `hostname: "mail example": not a valid host name`},
 		{"toml syntax", "[smtp\n", `^config: .*: line \d+: expected`},

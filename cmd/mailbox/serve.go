@@ -366,7 +366,11 @@ func tlsOptions(cfg *Config, log *slog.Logger) mtls.Options {
 		ACMECARoots:   cfg.TLS.ACMECARoots,
 		CertFile:      cfg.TLS.CertFile,
 		KeyFile:       cfg.TLS.KeyFile,
-		Logger:        log,
+		// A challenge needs its listener: HTTP-01 is answered on http,
+		// TLS-ALPN-01 on https.
+		DisableHTTP01:    cfg.Listen.HTTP == "",
+		DisableTLSALPN01: cfg.Listen.HTTPS == "",
+		Logger:           log,
 	}
 }
 
