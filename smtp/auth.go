@@ -100,6 +100,7 @@ func (sess *session) login(user, pass string) error {
 	lim.Success(remote, user)
 	sess.mu.Lock()
 	sess.user = acct.Address
+	sess.acct = acct
 	sess.log = sess.log.With("user", acct.Address)
 	log := sess.log
 	sess.mu.Unlock()

@@ -25,7 +25,10 @@ const maxHeloBytes = 255
 // of the transaction: one copy is stored for all.
 func (sess *session) traceHeaders(tx transaction, msgid string, now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Return-Path: %s\r\n", renderPath(tx.from))
+	if sess.srv.opts.Mode == ModeMX {
+		// Submitted mail travels on; the final delivery adds Return-Path.
+		fmt.Fprintf(&b, "Return-Path: %s\r\n", renderPath(tx.from))
+	}
 	fmt.Fprintf(&b, "Received: from %s (%s)\r\n", cleanHelo(sess.lib.Hostname()), addressLiteral(sess.conn))
 	proto := "ESMTP"
 	if cs, ok := sess.lib.TLSConnectionState(); ok {

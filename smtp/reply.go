@@ -13,22 +13,29 @@ import (
 // §4.2, RFC 3463 enhanced codes). Details go to the log, never here.
 // go-smtp writes whatever *SMTPError a session method returns.
 var (
-	replyBadSequence    = reply(503, 5, 5, 1, "bad sequence of commands")
-	replyNestedMail     = reply(503, 5, 5, 1, "sender already given")
-	replyBadSender      = reply(501, 5, 1, 7, "bad sender address syntax")
-	replyBadRecipient   = reply(501, 5, 1, 3, "bad recipient address syntax")
-	replyNonASCII       = reply(553, 5, 6, 7, "non-ASCII address not permitted")
-	replyUnknownUser    = reply(550, 5, 1, 1, "user unknown")
-	replyRelayDenied    = reply(554, 5, 7, 1, "relay access denied")
-	replyRemoteDisabled = reply(550, 5, 7, 1, "delivery to other servers is not enabled yet")
-	replyRcptOverQuota  = reply(452, 4, 2, 2, "mailbox full")
-	replyDataOverQuota  = reply(552, 5, 2, 2, "mailbox full")
-	replyTooBig         = reply(552, 5, 3, 4, "message too big")
-	replyLineTooLong    = reply(552, 5, 6, 0, "line too long")
-	replyDataTimeout    = reply(421, 4, 4, 2, "timeout while receiving data")
-	replyConnError      = reply(421, 4, 4, 0, "connection error")
-	replyTooManyErrors  = reply(421, 4, 7, 0, "too many errors")
-	replyTooManyCmds    = reply(421, 4, 7, 0, "too many commands")
+	replyBadSequence   = reply(503, 5, 5, 1, "bad sequence of commands")
+	replyNestedMail    = reply(503, 5, 5, 1, "sender already given")
+	replyBadSender     = reply(501, 5, 1, 7, "bad sender address syntax")
+	replyBadRecipient  = reply(501, 5, 1, 3, "bad recipient address syntax")
+	replyNonASCII      = reply(553, 5, 6, 7, "non-ASCII address not permitted")
+	replyUnknownUser   = reply(550, 5, 1, 1, "user unknown")
+	replyRelayDenied   = reply(554, 5, 7, 1, "relay access denied")
+	replyLiteral       = reply(550, 5, 1, 2, "address literals are not accepted")
+	replyNotYourSender = reply(553, 5, 7, 1, "sender address not owned by you")
+	replyNullSender    = reply(553, 5, 7, 1, "null sender not allowed in submission")
+	replySendLimit     = reply(450, 4, 7, 1, "sending limit reached, try again later")
+	replyTooManyRcpts  = reply(452, 4, 5, 3, "too many recipients")
+	replyDMARCReject   = reply(550, 5, 7, 1, "rejected by the sender domain's DMARC policy")
+	replyBadHeader     = reply(554, 5, 6, 0, "message header cannot be parsed")
+	replyBadFrom       = reply(553, 5, 7, 1, "message needs a valid From: header")
+	replyRcptOverQuota = reply(452, 4, 2, 2, "mailbox full")
+	replyDataOverQuota = reply(552, 5, 2, 2, "mailbox full")
+	replyTooBig        = reply(552, 5, 3, 4, "message too big")
+	replyLineTooLong   = reply(552, 5, 6, 0, "line too long")
+	replyDataTimeout   = reply(421, 4, 4, 2, "timeout while receiving data")
+	replyConnError     = reply(421, 4, 4, 0, "connection error")
+	replyTooManyErrors = reply(421, 4, 7, 0, "too many errors")
+	replyTooManyCmds   = reply(421, 4, 7, 0, "too many commands")
 
 	replyAuthRequired  = reply(530, 5, 7, 0, "Authentication required")
 	replyStartTLSFirst = reply(530, 5, 7, 0, "Must issue a STARTTLS command first")
@@ -75,6 +82,8 @@ func (sess *session) replyFor(cmd string, err error) *gosmtp.SMTPError {
 		return replyTooBig
 	case errors.Is(err, store.ErrAuthFailed):
 		return replyAuthFailed
+	case errors.Is(err, store.ErrLimit):
+		return replySendLimit
 	}
 	sess.log.Error("store failed", "cmd", cmd, "err", err)
 	if cmd == "AUTH" {
@@ -84,12 +93,12 @@ func (sess *session) replyFor(cmd string, err error) *gosmtp.SMTPError {
 	return tryLater(sess.conn.id)
 }
 
-// remoteReply refuses a recipient that is not ours. On the MX that is
-// relaying, never allowed; submission will queue it for outbound delivery
-// once that exists (issue 6), and until then says so.
+// remoteReply refuses a recipient that is not ours on the MX: that would
+// be relaying, never allowed. (Submission queues remote recipients; see
+// Rcpt.) An address literal is refused in both modes.
 func (sess *session) remoteReply() *gosmtp.SMTPError {
 	if sess.srv.opts.Mode == ModeMX {
 		return replyRelayDenied
 	}
-	return replyRemoteDisabled
+	return replyLiteral
 }

@@ -39,7 +39,8 @@ type session struct {
 
 	mu   sync.Mutex
 	log  *slog.Logger
-	user string // the authenticated account, "" before AUTH
+	user string         // the authenticated account, "" before AUTH
+	acct *store.Account // the same account, nil before AUTH
 	tx   transaction
 }
 
@@ -50,6 +51,7 @@ type transaction struct {
 	size    int64    // SIZE= from MAIL, 0 if not given
 	rcpts   []string // envelope recipients as accepted
 	targets []string // local accounts they resolve to, each once
+	remote  int      // recipients for other servers (submission only)
 }
 
 var (
@@ -114,7 +116,7 @@ func (sess *session) Mail(from string, opts *gosmtp.MailOptions) error {
 		return r
 	}
 	sess.mu.Lock()
-	active, user := sess.tx.active, sess.user
+	active, user, acct := sess.tx.active, sess.user, sess.acct
 	sess.mu.Unlock()
 	switch {
 	case active:
@@ -130,6 +132,11 @@ func (sess *session) Mail(from string, opts *gosmtp.MailOptions) error {
 			r = replyNonASCII
 		}
 		return sess.refuse("MAIL", r, "from", from)
+	}
+	if acct != nil {
+		if r := sess.checkSubmitter(acct, from); r != nil {
+			return sess.refuse("MAIL", r, "from", from)
+		}
 	}
 	sess.mu.Lock()
 	sess.tx = transaction{active: true, from: from, size: opts.Size}
@@ -148,6 +155,9 @@ func (sess *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	sess.mu.Unlock()
 	if !tx.active {
 		return sess.refuse("RCPT", replyBadSequence)
+	}
+	if sess.srv.opts.Mode != ModeMX {
+		return sess.rcptSubmission(to, tx)
 	}
 	targets, r := sess.route(to)
 	if r != nil {
@@ -217,7 +227,7 @@ func (sess *session) Data(r io.Reader) error {
 	tx := sess.tx
 	tx.rcpts, tx.targets = slices.Clone(tx.rcpts), slices.Clone(tx.targets)
 	sess.mu.Unlock()
-	if !tx.active || len(tx.targets) == 0 {
+	if !tx.active || len(tx.targets)+tx.remote == 0 {
 		return sess.refuse("DATA", replyBadSequence)
 	}
 	sess.conn.dataStarted()
@@ -242,6 +252,9 @@ func (sess *session) Data(r io.Reader) error {
 	}
 	if n > max {
 		return sess.refuse("DATA", replyTooBig, "msgid", msgid, "size", n)
+	}
+	if sess.srv.opts.Mode != ModeMX {
+		return sess.submit(tx, msgid, len(head), buf.Bytes(), start)
 	}
 	_, err = sess.srv.opts.Store.Deliver(sess.srv.ctx, store.Delivery{
 		Recipients:   tx.targets,
