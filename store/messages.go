@@ -280,10 +280,22 @@ func (a *Account) SetFlags(ctx context.Context, mailboxID int64, uids []uint32, 
 			return err
 		}
 		modseq++
+		// Statements prepared once per call: a STORE on a whole mailbox
+		// runs them once per message.
+		sel, err := tx.Prepare("SELECT id, flags, keywords FROM messages WHERE mailbox_id = ? AND uid = ?")
+		if err != nil {
+			return err
+		}
+		defer sel.Close()
+		upd, err := tx.Prepare("UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE id = ?")
+		if err != nil {
+			return err
+		}
+		defer upd.Close()
 		for _, uid := range uids {
 			var id, cur int64
 			var curKws string
-			err := tx.QueryRow("SELECT id, flags, keywords FROM messages WHERE mailbox_id = ? AND uid = ?", mailboxID, uid).Scan(&id, &cur, &curKws)
+			err := sel.QueryRow(mailboxID, uid).Scan(&id, &cur, &curKws)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue
 			} else if err != nil {
@@ -293,7 +305,7 @@ func (a *Account) SetFlags(ctx context.Context, mailboxID int64, uids []uint32, 
 			if newBits == cur && newKws == curKws {
 				continue
 			}
-			if _, err := tx.Exec("UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE id = ?", newBits, newKws, modseq, id); err != nil {
+			if _, err := upd.Exec(newBits, newKws, modseq, id); err != nil {
 				return err
 			}
 			m := Message{ID: id, MailboxID: mailboxID, UID: uid, ModSeq: modseq, Flags: unpackFlags(newBits, newKws)}
