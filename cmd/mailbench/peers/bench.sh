@@ -28,17 +28,18 @@ REPEAT=${REPEAT:-3}        # POP3 download sessions
 TIMEOUT=${TIMEOUT:-10m}    # bound on each run
 OUT=${OUT:-/tmp/mailbench-results.txt}
 MAILBENCH=${MAILBENCH:-go run ./cmd/mailbench}
+PID_ARGS=${PID_ARGS:-}     # e.g. "-pid 1234", or "-pid 1,2 -pid-tree": adds cpu= and rss_*=
 
 status=0
 for size in $SIZES; do
 	for conns in $CONNS; do
 		$MAILBENCH smtp -label "$LABEL" -addr "$SMTP_ADDR" -conns "$conns" -count "$COUNT" -size "$size" \
-			-rcpt "$USER_ADDR" -verify-pop3 "$POP3_ADDR" -pop3-pass "$PASS" -cleanup -timeout "$TIMEOUT" |
+			-rcpt "$USER_ADDR" -verify-pop3 "$POP3_ADDR" -pop3-pass "$PASS" -cleanup -timeout "$TIMEOUT" $PID_ARGS |
 			tee -a "$OUT"
 		[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 	done
 done
-$MAILBENCH pop3 -label "$LABEL" -addr "$POP3_ADDR" -user "$DL_USER" -pass "$PASS" -repeat "$REPEAT" -timeout "$TIMEOUT" |
+$MAILBENCH pop3 -label "$LABEL" -addr "$POP3_ADDR" -user "$DL_USER" -pass "$PASS" -repeat "$REPEAT" -timeout "$TIMEOUT" $PID_ARGS |
 	tee -a "$OUT"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit "$status"
