@@ -73,7 +73,8 @@ type Options struct {
 	// Limiter slows down repeated failed logins; share it with POP3 and
 	// SMTP. Nil means a limiter of this server alone.
 	Limiter *throttle.Limiter
-	// Hostname names the server (default DefaultHostname).
+	// Hostname names the server in its logs (default DefaultHostname);
+	// go-imap's greeting has no room for it.
 	Hostname string
 	// AllowPlaintext allows LOGIN and AUTHENTICATE on unencrypted
 	// connections from any address. Without it they are refused
@@ -243,6 +244,7 @@ func (srv *Server) Serve(ln net.Listener) error {
 	}
 	srv.listeners[ln] = struct{}{}
 	srv.mu.Unlock()
+	srv.log.Info("imap listening", "addr", ln.Addr().String(), "host", srv.opts.Hostname)
 	defer func() {
 		srv.mu.Lock()
 		delete(srv.listeners, ln)
