@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,10 +39,16 @@ func TestListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsPort := tlsLn.Addr().(*net.TCPAddr).Port
+	// cmd/mailbox may also wrap a listener in TLS itself and call Serve.
+	wrappedLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := New(Options{Store: st, TLS: src, Logger: testLogger(t), Ports: Ports{HTTPS: tlsPort}})
-	done := make(chan error, 2)
+	done := make(chan error, 3)
 	go func() { done <- srv.Serve(plainLn) }()
 	go func() { done <- srv.ServeTLS(tlsLn) }()
+	go func() { done <- srv.Serve(tls.NewListener(wrappedLn, src.Config("h2", "http/1.1"))) }()
 
 	noFollow := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	plain := &http.Client{CheckRedirect: noFollow, Timeout: 10 * time.Second}
@@ -99,13 +104,22 @@ func TestListeners(t *testing.T) {
 		t.Fatalf("https login = %d, secure cookie %v", res.StatusCode, secureCookie)
 	}
 
+	res, err = secure.Get(fmt.Sprintf("https://localhost:%d/static/app.css", wrappedLn.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.ProtoMajor != 2 {
+		t.Fatalf("Serve on a TLS listener = %d %s", res.StatusCode, res.Proto)
+	}
+
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+	for range 3 {
+		if err := <-done; err != nil {
 			t.Fatalf("serve returned %v", err)
 		}
 	}

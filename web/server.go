@@ -269,7 +269,7 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { srv.app.S
 // except for /healthz (load balancers and health checks speak HTTP).
 func (srv *Server) plainHandler() http.Handler {
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || !srv.haveCertificate() {
+		if r.TLS != nil || r.URL.Path == "/healthz" || !srv.haveCertificate() {
 			srv.app.ServeHTTP(w, r)
 			return
 		}
@@ -327,20 +327,22 @@ func (srv *Server) newHTTPServer(h http.Handler) (*http.Server, error) {
 
 // Serve answers plain HTTP on ln (port 80 or 8080): ACME HTTP-01
 // challenges, /healthz, and a redirect to HTTPS once a certificate exists
-// (without a TLS source, the whole site). It returns http.ErrServerClosed
-// after Shutdown.
+// (without a TLS source, the whole site). Connections that are already TLS
+// (ln from tls.NewListener) get the site itself. It returns nil after
+// Shutdown, and closes ln when it returns.
 func (srv *Server) Serve(ln net.Listener) error {
 	hs, err := srv.newHTTPServer(srv.plainHandler())
 	if err != nil {
 		ln.Close()
-		return err
+		return nil
 	}
-	return hs.Serve(ln)
+	return serveErr(hs.Serve(ln))
 }
 
-// ServeTLS answers HTTPS on ln (port 443 or 8443) with certificates from
-// Options.TLS, offering h2, http/1.1 and, in ACME mode, acme-tls/1 for
-// TLS-ALPN-01. It returns http.ErrServerClosed after Shutdown.
+// ServeTLS answers HTTPS on ln, a plain TCP listener (port 443 or 8443),
+// with certificates from Options.TLS, offering h2, http/1.1 and, in ACME
+// mode, acme-tls/1 for TLS-ALPN-01. It returns nil after Shutdown, and
+// closes ln when it returns.
 func (srv *Server) ServeTLS(ln net.Listener) error {
 	if srv.src == nil {
 		ln.Close()
@@ -350,10 +352,17 @@ func (srv *Server) ServeTLS(ln net.Listener) error {
 	hs, err := srv.newHTTPServer(srv.app)
 	if err != nil {
 		ln.Close()
-		return err
+		return nil
 	}
 	hs.TLSConfig = cfg
-	return hs.Serve(cryptotls.NewListener(ln, cfg))
+	return serveErr(hs.Serve(cryptotls.NewListener(ln, cfg)))
+}
+
+func serveErr(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }
 
 // Shutdown stops accepting connections, ends event streams, and waits for
