@@ -387,3 +387,26 @@ func TestSelectedMailboxDeletedElsewhere(t *testing.T) {
 		t.Fatalf("recreated mailbox: %+v", sel)
 	}
 }
+
+// INBOX is case-insensitive, also as a parent name and in LIST patterns.
+func TestInboxAnyCase(t *testing.T) {
+	ts := newTestServer(t, testMessages(1))
+	c := ts.login(t, alice, alicePass)
+	if err := c.Create("inbox/Receipts", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.List("", "inbox*", nil).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range l {
+		names = append(names, d.Mailbox)
+	}
+	if !slices.Equal(names, []string{"INBOX", "INBOX/Receipts"}) {
+		t.Fatalf(`LIST "" "inbox*" = %v`, names)
+	}
+	if sel := c.mustSelect(t, "Inbox"); sel.NumMessages != 1 {
+		t.Fatalf("SELECT Inbox = %+v", sel)
+	}
+}

@@ -31,9 +31,14 @@ func mailboxName(mb store.Mailbox) string {
 }
 
 // cleanName drops a trailing separator (RFC 9051 §6.3.4: "foo/" creates
-// "foo").
+// "foo") and spells INBOX, which is case-insensitive also as a parent
+// ("inbox/x" is "INBOX/x"), in capitals.
 func cleanName(name string) string {
-	return strings.TrimSuffix(name, store.Separator)
+	name = strings.TrimSuffix(name, store.Separator)
+	if len(name) >= 5 && strings.EqualFold(name[:5], "INBOX") && (len(name) == 5 || name[5:6] == store.Separator) {
+		name = "INBOX" + name[5:]
+	}
+	return name
 }
 
 // List answers LIST and LSUB, with the LIST-EXTENDED selection and return
@@ -73,7 +78,8 @@ func (sess *session) List(w *imapserver.ListWriter, ref string, patterns []strin
 	}
 	matches := func(name string) bool {
 		for _, p := range patterns {
-			if imapserver.MatchList(name, delim, ref, p) {
+			// INBOX matches in any case (RFC 9051 §6.3.9).
+			if imapserver.MatchList(name, delim, inboxPattern(ref), inboxPattern(p)) || imapserver.MatchList(name, delim, ref, p) {
 				return true
 			}
 		}
@@ -118,6 +124,15 @@ func (sess *session) List(w *imapserver.ListWriter, ref string, patterns []strin
 		}
 	}
 	return nil
+}
+
+// inboxPattern spells a leading "inbox" of a LIST reference or pattern
+// in capitals when it can only mean INBOX or its children.
+func inboxPattern(p string) string {
+	if len(p) >= 5 && strings.EqualFold(p[:5], "INBOX") && (len(p) == 5 || strings.ContainsAny(p[5:6], store.Separator+"*%")) {
+		return "INBOX" + p[5:]
+	}
+	return p
 }
 
 // Status answers STATUS from the mailbox's counts (RFC 9051 §6.3.11,
