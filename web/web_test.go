@@ -503,10 +503,14 @@ func TestOrganise(t *testing.T) {
 	if r := c.post("/folders", url.Values{"csrf": {tok}, "action": {"delete"}, "name": {"Work"}}); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("delete Work = %d", r.StatusCode)
 	}
+	act("junk", []uint32{4}, nil)
+	if j := e.box(alice, store.RoleJunk); j.Messages != 1 {
+		t.Fatalf("junk has %d", j.Messages)
+	}
 	// Delete goes to Trash; deleting in Trash is permanent; Empty Trash.
 	act("delete", []uint32{1, 2}, nil)
 	trash := e.box(alice, store.RoleTrash)
-	if trash.Messages != 2 || len(e.messages(alice, store.RoleInbox)) != 1 {
+	if trash.Messages != 2 || len(e.messages(alice, store.RoleInbox)) != 0 {
 		t.Fatalf("trash %d", trash.Messages)
 	}
 	tm := e.messages(alice, store.RoleTrash)
@@ -743,5 +747,25 @@ func TestSendLimit(t *testing.T) {
 	}
 	if n := len(e.messages(bob, store.RoleInbox)); n != 0 {
 		t.Fatalf("bob got %d", n)
+	}
+}
+
+func TestCharsetsAndEncodings(t *testing.T) {
+	e := newEnv(t, Options{}, storetest.Fixture{})
+	latin := e.deliver(alice, "From: x@elsewhere.test\r\nTo: alice@example.test\r\nSubject: =?iso-8859-1?q?caf=E9?=\r\n"+
+		"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nun caf=E9 cr=E8me=\r\n s'il vous pla=EEt\r\n")
+	b64 := e.deliver(alice, "From: x@elsewhere.test\r\nTo: alice@example.test\r\nSubject: b64\r\n"+
+		"Content-Type: text/html; charset=windows-1252\r\nContent-Transfer-Encoding: base64\r\n\r\n"+
+		base64.StdEncoding.EncodeToString([]byte("<p>\x93quoted\x94 \x80 5</p>"))+"\r\n")
+	c := e.client()
+	c.mustLogin(alice)
+	if r := c.get(msgURL(latin)); !strings.Contains(r.body, "café") {
+		t.Fatalf("subject not decoded")
+	}
+	if r := c.get(msgURL(latin) + "/body"); !strings.Contains(r.body, "un café crème s&#39;il vous plaît") {
+		t.Fatalf("latin-1 QP body: %s", r.body)
+	}
+	if r := c.get(msgURL(b64) + "/body"); !strings.Contains(r.body, "“quoted” € 5") {
+		t.Fatalf("windows-1252 base64 body: %s", r.body)
 	}
 }
