@@ -3,11 +3,14 @@ package smtp
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
 
 	"mailbox/store"
 )
@@ -40,7 +43,8 @@ func testMessage(from, to, subject string) string {
 func TestOutboundBetweenInstances(t *testing.T) {
 	d := startDNS(t)
 	serverTLS, _ := tlsPair(t)
-	b := newInstance(t, "b.test", []string{bobB}, Options{TLS: serverTLS}, store.Options{})
+	inbound := &InboundPolicy{Resolver: NewResolver(d.addr, 2*time.Second), RejectDMARC: true, QuarantineDMARC: true}
+	b := newInstance(t, "b.test", []string{bobB}, Options{TLS: serverTLS, Inbound: inbound}, store.Options{})
 	a := newInstance(t, "a.test", []string{aliceA}, Options{}, store.Options{})
 	publishDomain(t, d, a, "a.test", "reject")
 	publishDomain(t, d, b, "b.test", "reject")
@@ -60,6 +64,86 @@ func TestOutboundBetweenInstances(t *testing.T) {
 	if !strings.Contains(a.logs.String(), "msg=delivered") {
 		t.Error("delivery not logged")
 	}
+	ar := "Authentication-Results: mx.b.test; spf=pass smtp.helo=mx.a.test smtp.mailfrom=alice@a.test; dkim=pass header.d=a.test"
+	if !bytes.Contains(got, []byte(ar)) || !bytes.Contains(got, []byte("; dmarc=pass header.from=a.test\r\n")) {
+		t.Errorf("no passing Authentication-Results:\n%s", got)
+	}
+	if n := bytes.Count(got, []byte("dkim=pass")); n != 2 {
+		t.Errorf("%d DKIM passes, want 2 (Ed25519 and RSA)", n)
+	}
+
+	// Forged: straight to B's port 25 from another address, with alice's
+	// domain in From: and an Authentication-Results claiming B's verdict.
+	forged := "Authentication-Results: mx.b.test; dmarc=pass header.from=a.test\r\n" + testMessage(aliceA, bobB, "forged")
+	err := sendFrom(t, "127.0.0.9", b.mx.addr, aliceA, bobB, forged)
+	wantCode(t, err, 550, "5.7.1")
+	if n := len(inboxOf(t, b.st, bobB)); n != 1 {
+		t.Fatalf("bob has %d messages after the forgery", n)
+	}
+	// With a p=quarantine domain the forgery lands in Junk, and the
+	// forged Authentication-Results is gone.
+	d.add(t, "q.test. 60 IN MX 10 mx.q.test.", "mx.q.test. 60 IN A 127.0.0.1")
+	d.addTXT(t, "q.test", "v=spf1 ip4:127.0.0.1 -all")
+	d.addTXT(t, "_dmarc.q.test", "v=DMARC1; p=quarantine")
+	forged = "Authentication-Results: mx.b.test; dmarc=pass header.from=q.test\r\n" + testMessage("eve@q.test", bobB, "quarantined")
+	if err := sendFrom(t, "127.0.0.9", b.mx.addr, "eve@q.test", bobB, forged); err != nil {
+		t.Fatal(err)
+	}
+	junk := mailboxOf(t, b.st, bobB, store.RoleJunk)
+	if len(junk) != 1 || !bytes.Contains(junk[0], []byte("dmarc=fail header.from=q.test")) ||
+		!bytes.Contains(junk[0], []byte("spf=fail")) || bytes.Contains(junk[0], []byte("dmarc=pass")) {
+		t.Fatalf("junk: %q", junk)
+	}
+}
+
+// sendFrom delivers one message to addr from the local address src.
+func sendFrom(t *testing.T, src, addr, from, to, msg string) error {
+	t.Helper()
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	nc, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gosmtp.NewClient(nc)
+	defer c.Close()
+	if err := c.Hello("forger.test"); err != nil {
+		return err
+	}
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to, nil); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	w.Write([]byte(msg))
+	return w.Close()
+}
+
+// mailboxOf returns the raw messages in one of addr's mailboxes.
+func mailboxOf(t *testing.T, st *store.Store, addr, role string) [][]byte {
+	t.Helper()
+	ctx := context.Background()
+	acct, err := st.Account(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := acct.MailboxByRole(ctx, role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, _ := acct.Messages(ctx, mb.ID)
+	var out [][]byte
+	for _, m := range msgs {
+		r, _ := acct.Open(ctx, m.ID)
+		b, _ := io.ReadAll(r)
+		r.Close()
+		out = append(out, b)
+	}
+	return out
 }
 
 // TestOutboundRetriesUntilUp: B is down at first; the entry is deferred

@@ -155,6 +155,9 @@ type Options struct {
 	// Off by default: like Postfix's smtpd_tls_auth_only, AUTH is offered
 	// only after STARTTLS, loopback clients included.
 	AllowPlaintext bool
+	// Inbound, if not nil, turns on SPF, DKIM and DMARC checks of mail
+	// arriving in ModeMX (see InboundPolicy).
+	Inbound *InboundPolicy
 }
 
 func (o Options) withDefaults() Options {
@@ -194,6 +197,16 @@ func (o Options) withDefaults() Options {
 	defaultInt(&o.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	defaultInt(&o.MaxCommands, DefaultMaxCommands)
 	defaultInt(&o.MaxErrors, DefaultMaxErrors)
+	if o.Inbound != nil {
+		p := *o.Inbound
+		if p.Resolver == nil {
+			p.Resolver = NewResolver("", 0)
+		}
+		if p.Timeout <= 0 {
+			p.Timeout = DefaultCheckTimeout
+		}
+		o.Inbound = &p
+	}
 	return o
 }
 

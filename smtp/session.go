@@ -256,9 +256,24 @@ func (sess *session) Data(r io.Reader) error {
 	if sess.srv.opts.Mode != ModeMX {
 		return sess.submit(tx, msgid, len(head), buf.Bytes(), start)
 	}
+	data, role := buf.Bytes(), ""
+	if sess.srv.opts.Inbound != nil {
+		msg := stripOwnAuthResults(store.NormalizeCRLF(data[len(head):]), sess.srv.opts.Hostname)
+		res := sess.srv.checkInbound(sess.conn.ip.AsSlice(), sess.lib.Hostname(), tx.from, msg)
+		sess.logger().Debug("inbound checks", "msgid", msgid, "dmarc", res.dmarc)
+		switch res.verdict {
+		case refuseDMARC:
+			return sess.refuse("DATA", replyDMARCReject, "msgid", msgid, "from", tx.from, "dmarc", res.dmarc)
+		case deliverJunk:
+			role = store.RoleJunk
+			sess.logger().Info("quarantined", "msgid", msgid, "dmarc", res.dmarc)
+		}
+		data = slices.Concat(data[:len(head)], []byte(res.header), msg)
+	}
 	_, err = sess.srv.opts.Store.Deliver(sess.srv.ctx, store.Delivery{
 		Recipients:   tx.targets,
-		Data:         buf.Bytes(),
+		Data:         data,
+		Role:         role,
 		InternalDate: start,
 	})
 	if errors.Is(err, store.ErrNotFound) {
