@@ -42,6 +42,7 @@ func newPolicy() *bluemonday.Policy {
 func frameDoc(body string) []byte {
 	var b bytes.Buffer
 	b.WriteString(`<!doctype html><html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">` +
+		`<meta http-equiv="x-dns-prefetch-control" content="off">` +
 		`<style>body{font:15px/1.45 system-ui,sans-serif;margin:8px;color:#111;overflow-wrap:anywhere}` +
 		`img{max-width:100%;height:auto}pre{white-space:pre-wrap;font:14px/1.4 ui-monospace,monospace}` +
 		`blockquote{margin:0 0 0 .5em;padding-left:.5em;border-left:2px solid #bbb}</style></head><body>`)

@@ -231,7 +231,7 @@ func TestReadSanitizedHTML(t *testing.T) {
 		t.Errorf("opening did not mark seen: %v", m[0].Flags)
 	}
 	body := c.get(msgURL(d) + "/body")
-	for _, bad := range []string{"<script", "onload", "onerror", "javascript:", "data:text", "127.0.0.1:9", "<base", "<meta http-equiv",
+	for _, bad := range []string{"<script", "onload", "onerror", "javascript:", "data:text", "127.0.0.1:9", "<base", `<meta http-equiv="refresh"`, "127.0.0.1:9/refresh",
 		"<form", "<svg", "<iframe", "<style>body{background"} {
 		if strings.Contains(body.body, bad) {
 			t.Errorf("body frame carries %q:\n%s", bad, body.body)
