@@ -156,8 +156,10 @@ func setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAg
 
 // safeNext keeps a post-login redirect on this site.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") ||
-		strings.ContainsAny(next, "\r\n") || strings.HasPrefix(next, "/login") {
+	// Browsers drop tabs and line breaks from URLs and read "\" as "/", so
+	// "/\t/evil" or "/\evil" would leave the site.
+	if strings.ContainsFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }) ||
+		!strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/login") {
 		return "/"
 	}
 	return next

@@ -769,3 +769,14 @@ func TestCharsetsAndEncodings(t *testing.T) {
 		t.Fatalf("windows-1252 base64 body: %s", r.body)
 	}
 }
+
+func TestSafeNext(t *testing.T) {
+	for in, want := range map[string]string{
+		"/box/3?page=2": "/box/3?page=2", "//evil.example/": "/", "/\\evil.example": "/", "/\t/evil.example": "/",
+		"https://evil.example/": "/", "/login?next=/x": "/", "": "/", "/msg/1/2": "/msg/1/2", "/\n/evil": "/",
+	} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
