@@ -126,8 +126,24 @@ func (srv *Server) checkInbound(ip net.IP, helo, from string, msg []byte) checkR
 			}
 		}
 	}
-	out.header = "Authentication-Results: " + authres.Format(srv.opts.Hostname, results) + "\r\n"
+	out.header = formatAuthResults(srv.opts.Hostname, results)
 	return out
+}
+
+// formatAuthResults renders the header field with one result per line, so
+// that no client re-folds it (a mail client that folds a long line
+// changes the bytes the user sees compared to the server's).
+func formatAuthResults(host string, results []authres.Result) string {
+	var b strings.Builder
+	b.WriteString("Authentication-Results: ")
+	b.WriteString(host)
+	for _, r := range results {
+		one := authres.Format("x", []authres.Result{r})
+		b.WriteString(";\r\n\t")
+		b.WriteString(strings.TrimSpace(strings.TrimPrefix(one, "x; ")))
+	}
+	b.WriteString("\r\n")
+	return b.String()
 }
 
 // evalDMARC finds the policy of the From: domain (or of its

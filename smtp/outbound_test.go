@@ -64,8 +64,8 @@ func TestOutboundBetweenInstances(t *testing.T) {
 	if !strings.Contains(a.logs.String(), "msg=delivered") {
 		t.Error("delivery not logged")
 	}
-	ar := "Authentication-Results: mx.b.test; spf=pass smtp.helo=mx.a.test smtp.mailfrom=alice@a.test; dkim=pass header.d=a.test"
-	if !bytes.Contains(got, []byte(ar)) || !bytes.Contains(got, []byte("; dmarc=pass header.from=a.test\r\n")) {
+	ar := "Authentication-Results: mx.b.test;\r\n\tspf=pass smtp.helo=mx.a.test smtp.mailfrom=alice@a.test;\r\n\tdkim=pass header.d=a.test"
+	if !bytes.Contains(got, []byte(ar)) || !bytes.Contains(got, []byte(";\r\n\tdmarc=pass header.from=a.test\r\n")) {
 		t.Errorf("no passing Authentication-Results:\n%s", got)
 	}
 	if n := bytes.Count(got, []byte("dkim=pass")); n != 2 {
