@@ -41,6 +41,10 @@ type Config struct {
 	POP3   POP3Config   `toml:"pop3"`
 	Auth   AuthConfig   `toml:"auth"`
 	Log    LogConfig    `toml:"log"`
+
+	DNS      DNSConfig      `toml:"dns"`      // outbound.go
+	Outbound OutboundConfig `toml:"outbound"` // outbound.go
+	Inbound  InboundConfig  `toml:"inbound"`  // outbound.go
 }
 
 // ListenConfig holds one address per listener; "" turns a listener off.
@@ -154,7 +158,10 @@ func defaultConfig() Config {
 			FailedLoginMaxDelay: Duration(throttle.DefaultMaxDelay),
 			FailedLoginWindow:   Duration(throttle.DefaultWindow),
 		},
-		Log: LogConfig{Level: defaultLogLevel, Format: defaultLogFormat},
+		Log:      LogConfig{Level: defaultLogLevel, Format: defaultLogFormat},
+		DNS:      defaultDNSConfig(),
+		Outbound: defaultOutboundConfig(),
+		Inbound:  InboundConfig{Checks: true, DMARCReject: true, DMARCQuarantine: true},
 	}
 }
 
@@ -576,7 +583,7 @@ func (c *Config) validate() error {
 	default:
 		return configErrorf(`log.format: %q: want "text" or "json"`, c.Log.Format)
 	}
-	return nil
+	return c.validateOutbound()
 }
 
 // Size is a byte count written with a unit: "25MiB", "10MB", "512KiB",

@@ -79,6 +79,7 @@ func (c *cli) commands() []*command {
 		userAddCommand(), userListCommand(), userPasswdCommand(), userDelCommand(),
 		userQuotaCommand(), userPOP3DeleteCommand(),
 		aliasAddCommand(), aliasListCommand(), aliasDelCommand(),
+		domainDNSCommand(), queueListCommand(), queueRetryCommand(), queueDeleteCommand(),
 		tlsCACommand(),
 		configCommand(),
 	}

@@ -54,7 +54,12 @@ func defaultSMTPConfig() SMTPConfig {
 // smtpOptions builds one SMTP service's Options from [smtp] and [auth].
 func smtpOptions(d *deps, mode smtp.Mode) smtp.Options {
 	c := d.cfg.SMTP
+	var inbound *smtp.InboundPolicy
+	if in := d.cfg.Inbound; mode == smtp.ModeMX && in.Checks {
+		inbound = &smtp.InboundPolicy{Resolver: d.resolver(), RejectDMARC: in.DMARCReject, QuarantineDMARC: in.DMARCQuarantine}
+	}
 	return smtp.Options{
+		Inbound:         inbound,
 		Store:           d.store,
 		TLS:             d.tls.Config("smtp"),
 		Logger:          d.log,

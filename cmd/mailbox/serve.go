@@ -23,6 +23,7 @@ import (
 
 	"mailbox/internal/throttle"
 	"mailbox/pop3"
+	"mailbox/smtp"
 	"mailbox/store"
 	mtls "mailbox/tls"
 )
@@ -42,7 +43,8 @@ type deps struct {
 	tls     *mtls.Source
 	limiter *throttle.Limiter
 
-	pop3Server *pop3.Server // shared by the pop3 and pop3s listeners
+	pop3Server *pop3.Server  // shared by the pop3 and pop3s listeners
+	dns        smtp.Resolver // every DNS lookup (outbound, inbound checks)
 }
 
 // service is one [listen] key: what it runs and how its server is built.
@@ -123,7 +125,7 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 		}
 	}()
 
-	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: log})
+	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: log, SendLimits: sendLimits(&cfg)})
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
@@ -159,6 +161,10 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 		return err
 	}
 	serving = true // each Serve closes its listener
+	runner, err := startRunner(ctx, d)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(c.stdout, "mailbox is running as %s, data in %s\n", cfg.Hostname, cfg.DataDir)
 	writeListenerReport(c.stdout, report)
 	switch src.Mode() {
@@ -236,6 +242,11 @@ wait:
 		}
 	}()
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := runner.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "queue", "outbound", "err", err)
+		}
+	})
 	shut := map[server]bool{} // a server may serve several listeners
 	for _, r := range running {
 		if shut[r.srv] {
