@@ -438,7 +438,7 @@ func checkDelivered(t *testing.T, got []byte, msg string) {
 		t.Fatalf("message bytes differ from what was sent:\ngot:\n%q\nsent:\n%q", got, msg)
 	}
 	head := string(got[:len(got)-len(msg)])
-	if !regexp.MustCompile(`^Return-Path: <[^>]*>\r\nReceived: from [^\r]*\r\n(\t[^\r]*\r\n)*$`).MatchString(head) ||
+	if !regexp.MustCompile(`^Return-Path: <[^>]*>\r\nReceived: from [^\r]*\r\n(\t[^\r]*\r\n)*(Authentication-Results: [^\r]*\r\n(\t[^\r]*\r\n)*)?$`).MatchString(head) ||
 		!strings.Contains(head, "by localhost") {
 		t.Errorf("added headers are not Return-Path and a Received: by localhost:\n%q", head)
 	}
