@@ -318,8 +318,10 @@ func TestBrowserWebmail(t *testing.T) {
 		if w := eval[float64](t, ctx, `document.querySelector('#msgs td.subj').getBoundingClientRect().width`); w < 250 {
 			t.Fatalf("subject column only %vpx wide", w)
 		}
-		if !eval[bool](t, ctx, `(function(){var r=document.getElementById('compose').getBoundingClientRect(); return r.width>0 && r.right<=window.innerWidth})()`) {
-			t.Fatal("Write button not on screen")
+		for _, sel := range []string{"#compose", `a[href="/settings"]`, `a[href="/folders"]`, "#q", "#delete"} {
+			if !eval[bool](t, ctx, `(function(){var r=document.querySelector('`+sel+`').getBoundingClientRect(); return r.width>0 && r.left>=0 && r.right<=window.innerWidth})()`) {
+				t.Fatalf("%s not on screen", sel)
+			}
 		}
 		run(t, ctx, chromedp.Click(css("#msgs td.subj a")), chromedp.WaitVisible(css("iframe#body")))
 		if !eval[bool](t, ctx, `document.documentElement.scrollWidth <= window.innerWidth + 1`) {

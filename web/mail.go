@@ -186,6 +186,9 @@ func (srv *Server) list(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	}
 	d.Self = link(d.Page)
 	v.Title = roleLabel(d.Box)
+	if d.Box.Unseen > 0 {
+		v.Title = fmt.Sprintf("%s (%d)", v.Title, d.Box.Unseen)
+	}
 	v.Query = d.Search.Q
 	v.Data = d
 	srv.render(w, r, http.StatusOK, "list", v)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"html"
+	"slices"
 	"strings"
 
 	"github.com/microcosm-cc/bluemonday"
@@ -96,6 +97,12 @@ func rewriteImages(sanitized string, allowRemote bool, inline func(cid string) (
 					}
 				}
 				attrs = append(attrs, a)
+			}
+			if !slices.ContainsFunc(attrs, func(a xhtml.Attribute) bool { return a.Key == "src" }) &&
+				!slices.ContainsFunc(attrs, func(a xhtml.Attribute) bool { return a.Key == "alt" }) {
+				// A blocked image with an empty alt takes no room and shows
+				// no broken-image icon.
+				attrs = append(attrs, xhtml.Attribute{Key: "alt", Val: ""})
 			}
 			tok.Attr = attrs
 		}
