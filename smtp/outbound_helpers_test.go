@@ -133,7 +133,7 @@ func newInstance(t testing.TB, name string, users []string, mxOpts Options, stor
 	mxOpts.Store, mxOpts.Logger, mxOpts.Hostname = in.st, in.log, "mx."+name
 	mxOpts.Mode = ModeMX
 	in.mx = start(t, mxOpts)
-	in.sub = start(t, Options{Store: in.st, Logger: in.log, Hostname: "mx." + name, Mode: ModeSubmission})
+	in.sub = start(t, Options{Store: in.st, Logger: in.log, Hostname: "mx." + name, Mode: ModeSubmission, TLS: mxOpts.TLS})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("instance %s log:\n%s", name, in.logs.String())

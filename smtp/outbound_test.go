@@ -61,8 +61,11 @@ func TestOutboundBetweenInstances(t *testing.T) {
 			t.Errorf("bob's copy lacks %q:\n%s", want, got)
 		}
 	}
-	if !strings.Contains(a.logs.String(), "msg=delivered") {
-		t.Error("delivery not logged")
+	for i := 0; !strings.Contains(a.logs.String(), "msg=delivered"); i++ {
+		if i == 100 {
+			t.Fatal("delivery not logged")
+		}
+		time.Sleep(20 * time.Millisecond) // logged just after the commit
 	}
 	ar := "Authentication-Results: mx.b.test;\r\n\tspf=pass smtp.helo=mx.a.test smtp.mailfrom=alice@a.test;\r\n\tdkim=pass header.d=a.test"
 	if !bytes.Contains(got, []byte(ar)) || !bytes.Contains(got, []byte(";\r\n\tdmarc=pass header.from=a.test\r\n")) {
@@ -319,5 +322,44 @@ func TestOutboundNullSenderNeverBounced(t *testing.T) {
 	}
 	if !strings.Contains(a.logs.String(), "null sender: no bounce") {
 		t.Errorf("drop not logged")
+	}
+}
+
+// TestSmarthost: with a smarthost set, all mail goes there (the DNS knows
+// nothing of b.test): once to a relay's port 25 with STARTTLS, once
+// through a relay's submission port with STARTTLS and AUTH, and once
+// over implicit TLS with AUTH. The relay is instance B, which also hosts
+// the account alice logs in as.
+func TestSmarthost(t *testing.T) {
+	d := startDNS(t)
+	serverTLS, clientTLS := tlsPair(t)
+	b := newInstance(t, "b.test", []string{bobB, "relay@b.test"}, Options{TLS: serverTLS}, store.Options{})
+	if err := b.st.AddDomain(context.Background(), "a.test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.st.CreateAccount(context.Background(), aliceA, password); err != nil {
+		t.Fatal(err)
+	}
+	implicit := start(t, Options{Store: b.st, Logger: b.log, Hostname: "mx.b.test", Mode: ModeSubmissions, TLS: serverTLS})
+	for i, sh := range []Smarthost{
+		{Addr: b.mx.addr, TLS: "starttls", TLSConfig: clientTLS},
+		{Addr: b.sub.addr, TLS: "starttls", TLSConfig: clientTLS, Username: aliceA, Password: password},
+		{Addr: implicit.addr, TLS: "tls", TLSConfig: clientTLS, Username: aliceA, Password: password},
+	} {
+		a := newInstance(t, "a.test", []string{aliceA}, Options{}, store.Options{})
+		opts := fastRetry(d, 1) // port 1: the MX route must not be used
+		opts.Smarthost = sh
+		a.startRunner(opts)
+		if err := a.submit(aliceA, []string{bobB}, testMessage(aliceA, bobB, "via relay")); err != nil {
+			t.Fatal(err)
+		}
+		got := b.waitInbox(bobB, i+1, 10*time.Second)[i]
+		a.waitQueueEmpty(5 * time.Second)
+		if !bytes.Contains(got, []byte("(using TLS")) || !bytes.Contains(got, []byte("DKIM-Signature:")) {
+			t.Errorf("smarthost %d: not over TLS or unsigned:\n%s", i, got)
+		}
+		if sh.Username != "" && !bytes.Contains(got, []byte("with ESMTPSA")) {
+			t.Errorf("smarthost %d: no AUTH:\n%s", i, got)
+		}
 	}
 }

@@ -576,7 +576,7 @@ func (r *Runner) record(log *slog.Logger, j *job, results []outcome, host string
 		if err := r.st.Defer(ctx, idsOf(deferred), next, errText(deferred[0].err), notice); err != nil {
 			log.Error("record deferral", "err", err)
 		} else {
-			log.Info("deferred", "rcpts", len(deferred), "attempts", attempts, "retry", wait.Round(time.Second),
+			log.Info("deferred", "rcpts", len(deferred), "attempts", attempts, "retry", wait.Round(time.Millisecond),
 				"err", deferred[0].err, "warned", notice != nil)
 		}
 	}

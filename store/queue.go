@@ -243,7 +243,7 @@ func (st *Store) Defer(ctx context.Context, ids []int64, next time.Time, lastErr
 		for _, id := range ids {
 			if _, err := tx.Exec(`UPDATE queue SET sending = 0, attempts = attempts + 1, next_attempt = ?,
 				last_attempt = ?, last_error = ?, warned = warned OR ? WHERE id = ?`,
-				next.Unix(), now, lastErr, notice != nil, id); err != nil {
+				ceilUnix(next), now, lastErr, notice != nil, id); err != nil {
 				return err
 			}
 		}
@@ -410,6 +410,16 @@ func (st *Store) removeEntries(tx *txn, ids []int64) error {
 		}
 	}
 	return st.dropUnreferencedBlobs(tx)
+}
+
+// ceilUnix rounds up to whole seconds (the queue's unit), so an entry is
+// never due before its time.
+func ceilUnix(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
 }
 
 func insertOutbound(tx *txn, accountID int64, sender string, blobID int64, now time.Time) (int64, error) {
