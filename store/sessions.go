@@ -136,3 +136,17 @@ func (a *Account) DeleteOtherSessions(ctx context.Context, keepToken string) err
 	}
 	return nil
 }
+
+// SessionAlive reports whether the session of a token exists and has been
+// used within idle, without marking it used (a long-lived event stream
+// checks this, so an open tab alone does not keep a session alive).
+func (st *Store) SessionAlive(ctx context.Context, token string, idle time.Duration) (bool, error) {
+	var seen int64
+	err := st.reader.QueryRowContext(ctx, "SELECT last_seen FROM sessions WHERE token_hash = ?", tokenHash(token)).Scan(&seen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("session: %w: %w", ErrTemporary, err)
+	}
+	return st.now().Sub(time.Unix(seen, 0)) <= idle, nil
+}

@@ -59,10 +59,16 @@ func TestSessionsExpireAndSurviveReopen(t *testing.T) {
 	if _, _, err := st2.Session(ctx, t2, time.Hour); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("other session: %v", err)
 	}
+	if ok, err := st2.SessionAlive(ctx, t1, time.Hour); !ok || err != nil {
+		t.Fatalf("SessionAlive(kept) = %v %v", ok, err)
+	}
 	if err := st2.DeleteSession(ctx, t1); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := st2.Session(ctx, t1, time.Hour); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("deleted session: %v", err)
+	}
+	if ok, err := st2.SessionAlive(ctx, t1, time.Hour); ok || err != nil {
+		t.Fatalf("SessionAlive(deleted) = %v %v", ok, err)
 	}
 }
