@@ -60,6 +60,11 @@ func (srv *Server) events(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 		case <-end.C:
 			return
 		case <-keep.C:
+			// A sign-out (here or in another tab) or an expired session
+			// ends the stream; the browser's reconnect then gets 401.
+			if ok, err := srv.st.SessionAlive(r.Context(), rc.token, srv.opts.SessionIdle); err == nil && !ok {
+				return
+			}
 			fmt.Fprint(w, ": keep-alive\n\n")
 		case <-sub.Ready():
 			for _, ev := range sub.Next() {

@@ -780,3 +780,30 @@ func TestSafeNext(t *testing.T) {
 		}
 	}
 }
+
+func TestLogoutEndsEventStream(t *testing.T) {
+	e := newEnv(t, Options{EventsKeepAlive: 50 * time.Millisecond}, storetest.Fixture{})
+	c := e.client()
+	c.mustLogin(alice)
+	req, _ := http.NewRequest("GET", e.ts.URL+"/events", nil)
+	res, err := c.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, res.Body)
+		close(done)
+	}()
+	tok := c.csrf("/settings")
+	c.post("/logout", url.Values{"csrf": {tok}})
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("event stream outlived the session")
+	}
+	if r := c.get("/events"); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("events after logout = %d", r.StatusCode)
+	}
+}
