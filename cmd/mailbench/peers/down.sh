@@ -9,7 +9,7 @@ PF="$PEERS_DIR/postfix"
 DC="$PEERS_DIR/dovecot"
 
 if [ -s "$PF/queue/pid/master.pid" ] && kill -0 "$(awk '{print $1}' "$PF/queue/pid/master.pid")" 2>/dev/null; then
-	postfix -c "$PF/conf" stop
+	postfix -c "$PF/conf" stop && echo "down.sh: postfix stopped"
 else
 	echo "down.sh: postfix is not running"
 fi
