@@ -106,9 +106,9 @@ func benchPOP3(ctx context.Context, o pop3Options, user, pass string, count int,
 	rec := newRecorder(count)
 	var got countingDiscard
 	t0 := time.Now()
+download:
 	for num := 1; num <= count && ctx.Err() == nil; num++ {
 		t := time.Now()
-		before := got.n
 		n, err := c.retr(num, &got)
 		var perr *pop3Error
 		switch {
@@ -117,11 +117,10 @@ func benchPOP3(ctx context.Context, o pop3Options, user, pass string, count int,
 			continue
 		case err != nil:
 			rec.fail(err)
-			num = count // the connection is unusable
-			continue
+			break download // the connection is unusable
 		case sizes[num] >= 0 && n != sizes[num]:
 			// RFC 1939 §11: the octet count of LIST must be exact.
-			rec.fail(fmt.Errorf("RETR size differs from LIST size (got %d, LIST said %d)", got.n-before, sizes[num]))
+			rec.fail(fmt.Errorf("RETR %d size differs from LIST (got %d, LIST said %d)", num, n, sizes[num]))
 			continue
 		}
 		rec.ok(time.Since(t))
@@ -144,7 +143,7 @@ func benchPOP3(ctx context.Context, o pop3Options, user, pass string, count int,
 	case errs > maxErrors:
 		return fmt.Errorf("pop3: %d errors (allowed %d)", errs, maxErrors)
 	case ok+errs < count:
-		return fmt.Errorf("pop3: downloaded %d of %d messages before the %s timeout", ok, count, timeout)
+		return fmt.Errorf("pop3: downloaded %d of %d messages (timeout %s)", ok, count, timeout)
 	}
 	return nil
 }

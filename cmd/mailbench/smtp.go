@@ -379,11 +379,11 @@ func (w *smtpWorker) send(msg []byte) error {
 }
 
 // recover puts the connection back into a usable state after a failed
-// transaction: RSET after a reply error, a new connection after anything
-// else (network error, timeout, 421).
+// transaction: RSET after an error reply, a new connection after anything
+// else (network error or timeout, including while writing DATA, or 421).
 func (w *smtpWorker) recover(err error) {
 	var smtpErr *smtp.SMTPError
-	if errors.As(err, &smtpErr) && smtpErr.Code != 421 && !strings.HasPrefix(err.Error(), "DATA write") {
+	if errors.As(err, &smtpErr) && smtpErr.Code != 421 {
 		if w.client.Reset() == nil {
 			return
 		}
