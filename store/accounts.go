@@ -277,7 +277,7 @@ func scanAccountInfo(sc interface{ Scan(...any) error }) (AccountInfo, error) {
 
 // Accounts lists all accounts ordered by address.
 func (st *Store) Accounts(ctx context.Context) ([]AccountInfo, error) {
-	rows, err := st.reader.QueryContext(ctx, accountInfoSQL+" ORDER BY a.address")
+	rows, err := st.readRows(ctx, accountInfoSQL+" ORDER BY a.address")
 	if err != nil {
 		return nil, fmt.Errorf("list accounts: %w", err)
 	}
@@ -299,7 +299,7 @@ func (st *Store) AccountInfo(ctx context.Context, addr string) (AccountInfo, err
 	if err != nil {
 		return AccountInfo{}, err
 	}
-	ai, err := scanAccountInfo(st.reader.QueryRowContext(ctx, accountInfoSQL+" WHERE a.address = ?", addr))
+	ai, err := scanAccountInfo(st.readRow(ctx, accountInfoSQL+" WHERE a.address = ?", addr))
 	if errors.Is(err, sql.ErrNoRows) {
 		return ai, fmt.Errorf("account %s: %w", addr, ErrNotFound)
 	}
@@ -319,7 +319,7 @@ func (st *Store) Account(ctx context.Context, addr string) (*Account, error) {
 		return nil, err
 	}
 	var id int64
-	err = st.reader.QueryRowContext(ctx, "SELECT id FROM accounts WHERE address = ?", addr).Scan(&id)
+	err = st.readRow(ctx, "SELECT id FROM accounts WHERE address = ?", addr).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("account %s: %w", addr, ErrNotFound)
 	} else if err != nil {
@@ -336,7 +336,7 @@ func (st *Store) Login(ctx context.Context, addr, password string) (*Account, er
 	var id int64
 	hash := st.dummyHash
 	if err == nil {
-		err = st.reader.QueryRowContext(ctx, "SELECT id, password_hash FROM accounts WHERE address = ?", norm).Scan(&id, &hash)
+		err = st.readRow(ctx, "SELECT id, password_hash FROM accounts WHERE address = ?", norm).Scan(&id, &hash)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("login: %w: %w", ErrTemporary, err)
 		}
@@ -417,7 +417,7 @@ func (a *Account) LockMaildrop() (release func(), err error) {
 // POP3Delete reports the account's POP3 deletion mode.
 func (a *Account) POP3Delete(ctx context.Context) (string, error) {
 	var mode string
-	err := a.st.reader.QueryRowContext(ctx, "SELECT pop3_delete FROM accounts WHERE id = ?", a.ID).Scan(&mode)
+	err := a.st.readRow(ctx, "SELECT pop3_delete FROM accounts WHERE id = ?", a.ID).Scan(&mode)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("account %s: %w", a.Address, ErrNotFound)
 	} else if err != nil {

@@ -89,7 +89,7 @@ func (st *Store) DeleteDomain(ctx context.Context, name string) error {
 
 // Domains lists the local domains by name.
 func (st *Store) Domains(ctx context.Context) ([]Domain, error) {
-	rows, err := st.reader.QueryContext(ctx, `SELECT name, created,
+	rows, err := st.readRows(ctx, `SELECT name, created,
 		(SELECT count(*) FROM accounts WHERE domain_id = d.id),
 		(SELECT count(*) FROM aliases WHERE domain_id = d.id)
 		FROM domains d ORDER BY name`)
@@ -117,7 +117,7 @@ func (st *Store) IsLocalDomain(ctx context.Context, name string) (bool, error) {
 		return false, nil
 	}
 	var n int
-	if err := st.reader.QueryRowContext(ctx, "SELECT count(*) FROM domains WHERE name = ?", name).Scan(&n); err != nil {
+	if err := st.readRow(ctx, "SELECT count(*) FROM domains WHERE name = ?", name).Scan(&n); err != nil {
 		return false, fmt.Errorf("local domain %s: %w: %w", name, ErrTemporary, err)
 	}
 	return n > 0, nil
@@ -194,7 +194,7 @@ func (st *Store) DeleteAlias(ctx context.Context, address, target string) error 
 
 // Aliases lists all aliases by address and target.
 func (st *Store) Aliases(ctx context.Context) ([]Alias, error) {
-	rows, err := st.reader.QueryContext(ctx, "SELECT address, target FROM aliases ORDER BY address, target")
+	rows, err := st.readRows(ctx, "SELECT address, target FROM aliases ORDER BY address, target")
 	if err != nil {
 		return nil, fmt.Errorf("list aliases: %w", err)
 	}
@@ -273,7 +273,7 @@ func (st *Store) Resolve(ctx context.Context, addr string) ([]string, error) {
 // lookupRecipient returns the account itself or the alias targets of one
 // exact address, or nothing.
 func (st *Store) lookupRecipient(ctx context.Context, addr string) ([]string, error) {
-	rows, err := st.reader.QueryContext(ctx, `
+	rows, err := st.readRows(ctx, `
 		SELECT address FROM accounts WHERE address = ?1
 		UNION
 		SELECT target FROM aliases WHERE address = ?1

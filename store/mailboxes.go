@@ -48,7 +48,7 @@ func scanMailbox(sc interface{ Scan(...any) error }) (Mailbox, error) {
 
 // Mailboxes lists the account's mailboxes, INBOX first, then by name.
 func (a *Account) Mailboxes(ctx context.Context) ([]Mailbox, error) {
-	rows, err := a.st.reader.QueryContext(ctx, mailboxSQL+`
+	rows, err := a.st.readRows(ctx, mailboxSQL+`
 		WHERE b.account_id = ? GROUP BY b.id ORDER BY b.role != 'inbox', b.name`, a.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list mailboxes: %w: %w", ErrTemporary, err)
@@ -84,7 +84,7 @@ func (a *Account) MailboxByRole(ctx context.Context, role string) (Mailbox, erro
 }
 
 func (a *Account) mailboxWhere(ctx context.Context, cond string, arg any) (Mailbox, error) {
-	mb, err := scanMailbox(a.st.reader.QueryRowContext(ctx, mailboxSQL+
+	mb, err := scanMailbox(a.st.readRow(ctx, mailboxSQL+
 		" WHERE b.account_id = ? AND "+cond+" GROUP BY b.id", a.ID, arg))
 	if errors.Is(err, sql.ErrNoRows) {
 		return mb, fmt.Errorf("mailbox %v: %w", arg, ErrNotFound)

@@ -175,7 +175,7 @@ func (a *Account) messagesWhere(ctx context.Context, mailboxID int64, cond strin
 
 // Message returns one message by mailbox and UID.
 func (a *Account) Message(ctx context.Context, mailboxID int64, uid uint32) (Message, error) {
-	m, err := scanMessage(a.st.reader.QueryRowContext(ctx, messageSQL+
+	m, err := scanMessage(a.st.readRow(ctx, messageSQL+
 		` WHERE mailbox_id = ? AND uid = ? AND mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?)`,
 		mailboxID, uid, a.ID))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -186,20 +186,6 @@ func (a *Account) Message(ctx context.Context, mailboxID int64, uid uint32) (Mes
 	return m, nil
 }
 
-// blobOf finds the blob behind a message of this account.
-func (a *Account) blobOf(ctx context.Context, messageID int64) (blobID int64, hash []byte, size int64, inline bool, err error) {
-	err = a.st.reader.QueryRowContext(ctx, `
-		SELECT b.id, b.hash, b.size, b.data IS NOT NULL
-		  FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id JOIN blobs b ON b.id = m.blob_id
-		 WHERE m.id = ? AND x.account_id = ?`, messageID, a.ID).Scan(&blobID, &hash, &size, &inline)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = fmt.Errorf("message %d: %w", messageID, ErrNotFound)
-	} else if err != nil {
-		err = fmt.Errorf("message %d: %w: %w", messageID, ErrTemporary, err)
-	}
-	return
-}
-
 // Open returns the message's bytes exactly as stored. The caller closes
 // the reader.
 func (a *Account) Open(ctx context.Context, messageID int64) (io.ReadCloser, error) {
@@ -207,39 +193,47 @@ func (a *Account) Open(ctx context.Context, messageID int64) (io.ReadCloser, err
 }
 
 // OpenRange returns n bytes of the message from offset off (n < 0: to the
-// end). The caller closes the reader.
+// end). The caller closes the reader. Small bodies come back from the one
+// query that finds the message; large ones are read from their file.
 func (a *Account) OpenRange(ctx context.Context, messageID int64, off, n int64) (io.ReadCloser, error) {
-	blobID, hash, size, inline, err := a.blobOf(ctx, messageID)
-	if err != nil {
-		return nil, err
+	if off < 0 {
+		off = 0
 	}
-	if off < 0 || off > size {
+	var hash, data []byte
+	var size int64
+	var isFile bool
+	// substr on a BLOB counts bytes, 1-based; a negative n means "to the end".
+	err := a.st.readRow(ctx, `
+		SELECT b.hash, b.size, b.data IS NULL,
+		       substr(b.data, ?1 + 1, CASE WHEN ?2 < 0 THEN b.size ELSE ?2 END)
+		  FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id JOIN blobs b ON b.id = m.blob_id
+		 WHERE m.id = ?3 AND x.account_id = ?4`, off, n, messageID, a.ID).Scan(&hash, &size, &isFile, &data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("message %d: %w", messageID, ErrNotFound)
+	} else if err != nil {
+		return nil, fmt.Errorf("open message %d: %w: %w", messageID, ErrTemporary, err)
+	}
+	if !isFile {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}
+	if off > size {
 		off = size
 	}
 	if n < 0 || off+n > size {
 		n = size - off
 	}
-	if !inline {
-		rc, err := a.st.blobs.Range(hex.EncodeToString(hash), off, n)
-		if err != nil {
-			return nil, fmt.Errorf("open message %d: %w: %w", messageID, ErrTemporary, err)
-		}
-		return rc, nil
-	}
-	var data []byte
-	// substr on a BLOB counts bytes, 1-based.
-	err = a.st.reader.QueryRowContext(ctx, "SELECT substr(data, ?, ?) FROM blobs WHERE id = ?", off+1, n, blobID).Scan(&data)
+	rc, err := a.st.blobs.Range(hex.EncodeToString(hash), off, n)
 	if err != nil {
 		return nil, fmt.Errorf("open message %d: %w: %w", messageID, ErrTemporary, err)
 	}
-	return io.NopCloser(bytes.NewReader(data)), nil
+	return rc, nil
 }
 
 // Meta returns the parsed envelope and structure of a message.
 func (a *Account) Meta(ctx context.Context, messageID int64) (Meta, error) {
 	var env, structure string
 	var m Meta
-	err := a.st.reader.QueryRowContext(ctx, `
+	err := a.st.readRow(ctx, `
 		SELECT t.envelope, t.structure, t.lines, t.attachments
 		  FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id JOIN meta t ON t.blob_id = m.blob_id
 		 WHERE m.id = ? AND x.account_id = ?`, messageID, a.ID).Scan(&env, &structure, &m.Lines, &m.Attachments)

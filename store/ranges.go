@@ -195,7 +195,7 @@ func (a *Account) inRanges(ctx context.Context, mailboxID int64, ranges []UIDRan
 // every message is seen.
 func (a *Account) FirstUnseen(ctx context.Context, mailboxID int64) (uint32, error) {
 	var uid sql.NullInt64
-	err := a.st.reader.QueryRowContext(ctx, `SELECT min(uid) FROM messages
+	err := a.st.readRow(ctx, `SELECT min(uid) FROM messages
 		 WHERE mailbox_id = ? AND flags & ? = 0
 		   AND mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?)`, mailboxID, flagSeen, a.ID).Scan(&uid)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -207,7 +207,7 @@ func (a *Account) FirstUnseen(ctx context.Context, mailboxID int64) (uint32, err
 // Keywords returns the keywords used by messages of a mailbox, sorted,
 // each once (IMAP FLAGS of a selected mailbox).
 func (a *Account) Keywords(ctx context.Context, mailboxID int64) ([]string, error) {
-	rows, err := a.st.reader.QueryContext(ctx, `SELECT DISTINCT keywords FROM messages
+	rows, err := a.st.readRows(ctx, `SELECT DISTINCT keywords FROM messages
 		 WHERE mailbox_id = ? AND keywords != ''
 		   AND mailbox_id IN (SELECT id FROM mailboxes WHERE account_id = ?)`, mailboxID, a.ID)
 	if err != nil {
@@ -251,7 +251,7 @@ func (a *Account) InlineBodies(ctx context.Context, messageIDs []int64) (map[int
 		for _, id := range chunk {
 			args = append(args, id)
 		}
-		rows, err := a.st.reader.QueryContext(ctx, q, args...)
+		rows, err := a.st.readRows(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("read bodies: %w: %w", ErrTemporary, err)
 		}
