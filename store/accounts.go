@@ -44,11 +44,12 @@ var defaultMailboxes = []struct{ name, role string }{
 	{"Archive", RoleArchive},
 }
 
-// argon2id parameters: OWASP's second recommended set (19 MiB, t=2, p=1),
-// light enough for a small VPS under a burst of logins.
+// argon2id parameters: one of OWASP's equivalent recommended sets (7 MiB,
+// t=5, p=1). The low-memory set is chosen because a small VPS keeps what a
+// burst of logins allocated; hashSlots bounds how many run at once.
 const (
-	argonTime    = 2
-	argonMemKiB  = 19 * 1024
+	argonTime    = 5
+	argonMemKiB  = 7 * 1024
 	argonThreads = 1
 	argonKeyLen  = 32
 	argonSaltLen = 16
@@ -108,7 +109,8 @@ func (st *Store) CreateAccount(ctx context.Context, addr, password string) (*Acc
 	if password == "" {
 		return nil, fmt.Errorf("%w: empty password", ErrInvalid)
 	}
-	hash, err := hashPassword(password)
+	var hash string
+	st.withHashSlot(func() { hash, err = hashPassword(password) })
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +212,8 @@ func (st *Store) SetPassword(ctx context.Context, addr, password string) error {
 	if password == "" {
 		return fmt.Errorf("%w: empty password", ErrInvalid)
 	}
-	hash, err := hashPassword(password)
+	var hash string
+	st.withHashSlot(func() { hash, err = hashPassword(password) })
 	if err != nil {
 		return err
 	}
@@ -334,21 +337,36 @@ func (st *Store) Account(ctx context.Context, addr string) (*Account, error) {
 func (st *Store) Login(ctx context.Context, addr, password string) (*Account, error) {
 	norm, err := NormalizeAddress(addr)
 	var id int64
-	hash := st.dummyHash
+	hash := dummyHash
 	if err == nil {
 		err = st.readRow(ctx, "SELECT id, password_hash FROM accounts WHERE address = ?", norm).Scan(&id, &hash)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return nil, fmt.Errorf("login: %w: %w", ErrTemporary, err)
 		}
 		if err != nil {
-			hash = st.dummyHash
+			hash = dummyHash
 		}
 	}
-	match := checkPassword(hash, password)
+	var match bool
+	st.withHashSlot(func() { match = checkPassword(hash, password) })
 	if err != nil || !match {
 		return nil, ErrAuthFailed
 	}
 	return &Account{st: st, ID: id, Address: norm}, nil
+}
+
+// dummyHash is compared against when an account does not exist, so a
+// wrong address costs the same time as a wrong password. Its parameters
+// must equal the current ones (TestDummyHashMatchesParameters).
+const dummyHash = "$argon2id$v=19$m=7168,t=5,p=1$bWFpbGJveC1kdW1teS1zbA$o3WvNYE03r/ri4G1pGCsn4iJjmg6Dln6DDfh50JTCkE"
+
+// withHashSlot runs fn, an argon2 computation, once one of the store's
+// hashing slots is free: each takes argonMemKiB of memory, so a flood of
+// logins queues here instead of growing the process.
+func (st *Store) withHashSlot(fn func()) {
+	st.hashSlots <- struct{}{}
+	defer func() { <-st.hashSlots }()
+	fn()
 }
 
 // hashPassword returns an argon2id hash in the PHC string format.

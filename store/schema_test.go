@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -54,5 +55,22 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 	st.Close()
 	if _, err := Open(ctx, Options{Dir: dir}); err == nil {
 		t.Fatal("opened a database from a newer program")
+	}
+}
+
+func TestDummyHashMatchesParameters(t *testing.T) {
+	h, err := hashPassword("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same algorithm, version and cost: everything before the salt.
+	prefix := func(s string) string {
+		return s[:len(s)-len(s[strings.LastIndex(s[:strings.LastIndex(s, "$")], "$"):])]
+	}
+	if prefix(h) != prefix(dummyHash) {
+		t.Fatalf("dummy hash %q has other parameters than %q", prefix(dummyHash), prefix(h))
+	}
+	if !checkPassword(dummyHash, "not a real password") || checkPassword(dummyHash, "x") {
+		t.Fatal("dummy hash does not verify as generated")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,7 +101,7 @@ type Store struct {
 	locksMu sync.Mutex
 	locks   map[int64]bool // maildrops locked by a POP3 session
 
-	dummyHash string // compared on unknown accounts so timing matches
+	hashSlots chan struct{} // bounds concurrent argon2 computations
 
 	readStmts sync.Map // query string -> *sql.Stmt on the reader pool
 	readCount atomic.Int32
@@ -165,6 +166,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		inlineMax: opts.InlineMaxBytes,
 		batchMax:  opts.BatchMax,
 		locks:     map[int64]bool{},
+		hashSlots: make(chan struct{}, max(2, runtime.NumCPU())),
 		queued:    make(chan struct{}, 1),
 	}
 	st.sendLimits = opts.SendLimits
@@ -233,10 +235,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	st.reader.SetMaxIdleConns(readConns)
 	st.reader.SetConnMaxIdleTime(time.Minute)
 
-	if st.dummyHash, err = hashPassword("not a real password"); err != nil {
-		st.Close()
-		return nil, fmt.Errorf("open store: %w", err)
-	}
 	st.writes = make(chan *writeReq, st.batchMax)
 	st.stopped = make(chan struct{})
 	go st.writeLoop()
