@@ -193,6 +193,7 @@ attempt, sender, recipient and the last error. Ids go to 'queue retry' and
 				}
 				now := time.Now()
 				w := bufio.NewWriterSize(c.stdout, 64<<10)
+				var line []byte // one line, built without fmt: 100,000 lines add up
 				fmt.Fprintf(w, "%-8s %-6s %-3s %-8s %-30s %-30s %s\n", "ID", "AGE", "TRY", "NEXT", "SENDER", "RECIPIENT", "LAST ERROR")
 				for _, e := range q {
 					next := "now"
@@ -205,8 +206,15 @@ attempt, sender, recipient and the last error. Ids go to 'queue retry' and
 					if sender == "" {
 						sender = "<>"
 					}
-					fmt.Fprintf(w, "%-8d %-6s %-3d %-8s %-30s %-30s %s\n", e.ID, shortDuration(now.Sub(e.Created)),
-						e.Attempts, next, sender, e.Recipient, e.LastError)
+					line = line[:0]
+					line = pad(strconv.AppendInt(line, e.ID, 10), 9)
+					line = pad(append(line, shortDuration(now.Sub(e.Created))...), 16)
+					line = pad(strconv.AppendInt(line, int64(e.Attempts), 10), 20)
+					line = pad(append(line, next...), 29)
+					line = pad(append(line, sender...), 60)
+					line = pad(append(line, e.Recipient...), 91)
+					line = append(append(line, e.LastError...), '\n')
+					w.Write(line)
 				}
 				fmt.Fprintf(w, "%d entries\n", len(q))
 				return w.Flush()
@@ -332,6 +340,15 @@ func zoneTXT(v string) string {
 		v = v[n:]
 	}
 	return "( " + strings.Join(parts, " ") + " )"
+}
+
+// pad appends spaces to b up to width n (at least one).
+func pad(b []byte, n int) []byte {
+	b = append(b, ' ')
+	for len(b) < n {
+		b = append(b, ' ')
+	}
+	return b
 }
 
 func parseIDs(args []string) ([]int64, error) {
