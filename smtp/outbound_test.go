@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
 	"mailbox/store"
@@ -361,5 +362,35 @@ func TestSmarthost(t *testing.T) {
 		if sh.Username != "" && !bytes.Contains(got, []byte("with ESMTPSA")) {
 			t.Errorf("smarthost %d: no AUTH:\n%s", i, got)
 		}
+	}
+}
+
+// TestSubmissionLimits: recipients per message (452 4.5.3 at RCPT) and
+// messages per hour (450 4.7.1 at MAIL) from the store's SendLimits.
+func TestSubmissionLimits(t *testing.T) {
+	a := newInstance(t, "a.test", []string{aliceA}, Options{}, store.Options{
+		SendLimits: store.SendLimits{MessagesPerHour: 2, RecipientsPerMessage: 2}})
+	c := a.sub.submitClient()
+	if err := c.Auth(sasl.NewPlainClient("", aliceA, password)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(aliceA, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"x@far.test", "y@far.test"} {
+		if err := c.Rcpt(r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCode(t, c.Rcpt("z@far.test", nil), 452, "4.5.3")
+	c.Reset()
+	for i := range 2 {
+		if err := a.submit(aliceA, []string{"x@far.test"}, testMessage(aliceA, "x@far.test", "limit")); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	wantCode(t, c.Mail(aliceA, nil), 450, "4.7.1")
+	if n, _, _, _ := a.st.QueueStats(context.Background()); n != 2 {
+		t.Fatalf("%d queued, want 2", n)
 	}
 }

@@ -322,7 +322,7 @@ func (r *Runner) loop() {
 			}
 		}
 		wait := r.opts.PollInterval
-		if _, _, next, err := r.st.QueueStats(r.ctx); err == nil && !next.IsZero() {
+		if next, err := r.st.NextDue(r.ctx); err == nil && !next.IsZero() {
 			if d := next.Sub(r.opts.Now()); d < wait {
 				wait = max(d, 10*time.Millisecond)
 			}

@@ -5,8 +5,11 @@
 // session over the store plus what the library leaves out (connection limits,
 // deadlines that follow a streaming DATA, AUTH LOGIN, trace headers).
 //
-// Outbound delivery of mail for other servers is not built yet: submission
-// refuses remote recipients with a clear 5xx. RFCs: 5321 (SMTP), 1870 (SIZE),
+// Submission queues mail for other servers in the store (Account.Submit);
+// the queue Runner delivers it (MX lookup, STARTTLS, DKIM signing, retries,
+// bounces; RFC 3464, 6376, 7505), directly or through a smarthost. The MX
+// checks SPF, DKIM and DMARC (RFC 7208, 6376, 7489) and records them in
+// Authentication-Results (RFC 8601). RFCs: 5321 (SMTP), 1870 (SIZE),
 // 2920 (PIPELINING), 3207 (STARTTLS), 4954 (AUTH), 3463 (enhanced codes),
 // 3848 (ESMTPSA), 3030 (CHUNKING, through the library).
 package smtp

@@ -166,6 +166,19 @@ func (st *Store) QueueStats(ctx context.Context) (entries, sending int, nextDue 
 	return entries, sending, nextDue, nil
 }
 
+// NextDue returns when the earliest entry not being sent is due (zero
+// if there is none). It reads one index entry.
+func (st *Store) NextDue(ctx context.Context) (time.Time, error) {
+	var next sql.NullInt64
+	if err := st.reader.QueryRowContext(ctx, "SELECT min(next_attempt) FROM queue WHERE sending = 0").Scan(&next); err != nil {
+		return time.Time{}, fmt.Errorf("queue next due: %w: %w", ErrTemporary, err)
+	}
+	if !next.Valid {
+		return time.Time{}, nil
+	}
+	return time.Unix(next.Int64, 0), nil
+}
+
 // QueueSignal returns a channel that has a value after a commit that added
 // due entries (a submission, a bounce, Retry). The runner waits on it
 // besides its timer; there is one channel per Store, so one runner.
