@@ -471,7 +471,27 @@ func (r *Runner) worker(d *dest) {
 		if j == nil {
 			return
 		}
-		c = r.attempt(c, j)
+		var connErr error
+		c, connErr = r.attempt(c, j)
+		r.jobDone(j)
+		if connErr != nil {
+			r.destinationDown(d, connErr)
+			return
+		}
+	}
+}
+
+// destinationDown records connErr for every job waiting for d, without
+// trying each one: the destination did not answer just now, and a
+// thousand more connection attempts would not change that (Postfix calls
+// this a dead destination).
+func (r *Runner) destinationDown(d *dest, connErr error) {
+	r.mu.Lock()
+	jobs := d.pending
+	d.pending = nil
+	r.mu.Unlock()
+	for _, j := range jobs {
+		r.record(r.log.With("qid", j.msgID, "domain", j.domain), j, allFail(j, connErr), "")
 		r.jobDone(j)
 	}
 }
@@ -485,8 +505,8 @@ type outcome struct {
 
 // attempt delivers one job, reusing c if it is still good, and records
 // the outcome of every entry. It returns the connection to reuse (nil if
-// it is gone).
-func (r *Runner) attempt(c *outConn, j *job) *outConn {
+// it is gone) and, if no connection could be made, why.
+func (r *Runner) attempt(c *outConn, j *job) (*outConn, error) {
 	log := r.log.With("qid", j.msgID, "domain", j.domain)
 	if c != nil && !c.reset() {
 		c.close()
@@ -497,7 +517,7 @@ func (r *Runner) attempt(c *outConn, j *job) *outConn {
 		c, err = r.connect(r.ctx, j.domain)
 		if err != nil {
 			r.record(log, j, allFail(j, err), "")
-			return nil
+			return nil, err
 		}
 	}
 	results, err := r.send(r.ctx, c, j)
@@ -507,10 +527,10 @@ func (r *Runner) attempt(c *outConn, j *job) *outConn {
 	if err != nil {
 		c.close()
 		r.record(log, j, results, c.host)
-		return nil
+		return nil, nil
 	}
 	r.record(log, j, results, c.host)
-	return c
+	return c, nil
 }
 
 func allFail(j *job, err error) []outcome {
