@@ -311,7 +311,13 @@ func (r *Runner) loop() {
 		r.mu.Lock()
 		room := maxInflight - r.inflight
 		r.mu.Unlock()
-		if room > 0 {
+		// A read first: most wake-ups (a job finished) find nothing due,
+		// and Claim is a write transaction.
+		next, err := r.st.NextDue(r.ctx)
+		if err != nil {
+			r.log.Error("read queue", "err", err)
+		}
+		if room > 0 && !next.IsZero() && !next.After(r.opts.Now()) {
 			entries, err := r.st.Claim(r.ctx, r.opts.Now(), room)
 			if err != nil {
 				r.log.Error("claim queue entries", "err", err)
