@@ -83,6 +83,8 @@ func runMaildirFill(ctx context.Context, args []string, stdout, stderr io.Writer
 	to := fs.String("rcpt", defaultRcpt, "To: address of the messages")
 	from := fs.String("from", defaultFrom, "From: address of the messages")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the run")
+	rareWord := fs.String("rare-word", defaultRareWord, "word that opens the body of every -rare-every-th message (\"\": none)")
+	rareEvery := fs.Int("rare-every", defaultRareEvery, "messages 0, N, 2N, ... carry -rare-word")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -98,7 +100,7 @@ func runMaildirFill(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 
-	spec := messageSpec{From: *from, To: []string{*to}, Size: *size, RunID: newRunID()}
+	spec := messageSpec{From: *from, To: []string{*to}, Size: *size, RunID: newRunID(), RareWord: *rareWord, RareEvery: *rareEvery}
 	gen := newGenerator(spec, newCorpus(uint64(time.Now().UnixNano())))
 	host, err := os.Hostname()
 	if err != nil || host == "" {

@@ -1,4 +1,4 @@
-// Command mailbench is a load tool for any SMTP and POP3 server, reached by
+// Command mailbench is a load tool for any SMTP, POP3 and IMAP server, reached by
 // host and port. It measures SMTP ingest (accepted messages per second and,
 // with -verify-pop3, the end-to-end rate at which they become visible over
 // POP3), POP3 download speed, and the memory cost of idle POP3 sessions.
@@ -30,6 +30,8 @@ commands:
   rss           print the resident memory of a process (and its children)
   fsync         measure small write+fsync operations per second in a directory
   maildir-fill  write messages straight into a Maildir (fast pre-fill for Dovecot)
+  imap          time IMAP workloads (SELECT, FETCH, SEARCH, STORE) on a filled INBOX
+  imap-idle     hold many IDLE sessions; memory, and the delay of a new message's EXISTS
 
 Run "mailbench <command> -h" for the flags of a command.
 `
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		"rss":          runRSS,
 		"fsync":        runFsync,
 		"maildir-fill": runMaildirFill,
+		"imap":         runIMAP,
+		"imap-idle":    runIMAPIdle,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -15,6 +15,13 @@ const (
 	maxBodyLineChars = 72   // body line length before CRLF
 	corpusLines      = 4096 // lines in the shared body corpus (~300 KiB)
 	messageIDDomain  = "mailbench.invalid"
+
+	// defaultRareWord opens the body of every defaultRareEvery-th message
+	// (sequence numbers 0, N, 2N, ...) and of no other: it is not in the
+	// vocabulary below, so a body search for it ("imap -op search") has a
+	// known, small answer (10 of 10,000 messages).
+	defaultRareWord  = "zanzibar"
+	defaultRareEvery = 1000
 )
 
 // words is the vocabulary of generated bodies: plain lower-case ASCII so the
@@ -107,6 +114,15 @@ type messageSpec struct {
 	To    []string // header recipients
 	Size  int      // exact message size in bytes, CRLF line ends
 	RunID string   // unique per run; part of every Message-ID and Subject
+	// RareWord, when not empty, is the first body line of every message
+	// whose sequence number is a multiple of RareEvery (> 0).
+	RareWord  string
+	RareEvery int
+}
+
+// hasRare reports whether message seq opens its body with the rare word.
+func (s messageSpec) hasRare(seq int) bool {
+	return s.RareWord != "" && s.RareEvery > 0 && seq%s.RareEvery == 0
 }
 
 // generator writes messages of one run. It is not safe for concurrent use;
@@ -167,6 +183,13 @@ func (g *generator) message(seq int, date time.Time) ([]byte, error) {
 	// copied while more than two full lines remain, so the tail (2 to 148
 	// bytes) can always be cut into one or two lines of legal length.
 	line := int(uint64(seq) * 2654435761 % uint64(len(g.corpus.starts)))
+	// The rare word takes a line of its own when it leaves room for at
+	// least one more (a message of the minimum size goes without it).
+	if g.spec.hasRare(seq) && rem >= len(g.spec.RareWord)+4 {
+		g.buf.WriteString(g.spec.RareWord)
+		g.buf.WriteString("\r\n")
+		rem -= len(g.spec.RareWord) + 2
+	}
 	const fullLine = maxBodyLineChars + 2
 	for rem > 2*fullLine {
 		l := g.corpus.line(line)

@@ -50,6 +50,8 @@ type smtpConfig struct {
 	CmdTimeout time.Duration
 	MaxErrors  int
 	Label      string
+	RareWord   string
+	RareEvery  int
 	PID        pidList
 	PIDTree    bool
 
@@ -80,6 +82,8 @@ func runSMTP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&cfg.CmdTimeout, "cmd-timeout", defaultCmdTimeout, "bound on each SMTP command or POP3 reply")
 	fs.IntVar(&cfg.MaxErrors, "max-errors", 0, "exit non-zero when more messages than this fail")
 	fs.StringVar(&cfg.Label, "label", "", "free text copied into the summary line (e.g. the server's name)")
+	fs.StringVar(&cfg.RareWord, "rare-word", defaultRareWord, "word that opens the body of every -rare-every-th message (\"\": none)")
+	fs.IntVar(&cfg.RareEvery, "rare-every", defaultRareEvery, "messages 0, N, 2N, ... of the run carry -rare-word")
 	fs.Var(&cfg.PID, "pid", "server `PID`s (comma-separated): print its CPU time used during the run and its resident memory before and after")
 	fs.BoolVar(&cfg.PIDTree, "pid-tree", false, "with -pid: sum the proportional set size (Pss) of the process and all its descendants")
 	fs.StringVar(&cfg.VerifyPOP3, "verify-pop3", "", "POP3 `host:port`: poll STAT until every accepted message is visible")
@@ -140,7 +144,7 @@ func benchSMTP(ctx context.Context, cfg smtpConfig, stdout, stderr io.Writer) er
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
-	spec := messageSpec{From: cfg.From, To: cfg.Rcpts, Size: cfg.Size, RunID: newRunID()}
+	spec := messageSpec{From: cfg.From, To: cfg.Rcpts, Size: cfg.Size, RunID: newRunID(), RareWord: cfg.RareWord, RareEvery: cfg.RareEvery}
 	seed := binary.LittleEndian.Uint64([]byte(spec.RunID + "\x00\x00\x00\x00"))
 	body := newCorpus(seed)
 	if minSize := newGenerator(spec, body).minSize(cfg.Count - 1); cfg.Size < minSize {
