@@ -74,3 +74,15 @@ func TestDummyHashMatchesParameters(t *testing.T) {
 		t.Fatal("dummy hash does not verify as generated")
 	}
 }
+
+func TestOpenRelativeDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	st, err := Open(context.Background(), Options{Dir: "data"})
+	if err != nil {
+		t.Fatalf("open relative dir: %v", err)
+	}
+	defer st.Close()
+	if err := st.AddDomain(context.Background(), "example.test"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -155,6 +155,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("open store: %w: no data directory", ErrInvalid)
 	}
+	// The database is opened by a file: URI, where a relative path would
+	// read as a host name.
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	opts.Dir = dir
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
