@@ -39,6 +39,8 @@ type Config struct {
 	TLS    TLSConfig    `toml:"tls"`
 	SMTP   SMTPConfig   `toml:"smtp"`
 	POP3   POP3Config   `toml:"pop3"`
+	IMAP   IMAPConfig   `toml:"imap"`
+	Web    WebConfig    `toml:"web"`
 	Auth   AuthConfig   `toml:"auth"`
 	Log    LogConfig    `toml:"log"`
 
@@ -93,6 +95,28 @@ type POP3Config struct {
 	MaxConnections      int      `toml:"max_connections"`
 	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
 	MaxErrors           int      `toml:"max_errors"`
+}
+
+// IMAPConfig holds the limits and timeouts of both IMAP listeners.
+type IMAPConfig struct {
+	IdleTimeout         Duration `toml:"idle_timeout"`
+	AuthTimeout         Duration `toml:"auth_timeout"`
+	WriteTimeout        Duration `toml:"write_timeout"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	// AppendLimit is the largest APPEND; 0 means smtp.max_message_size, so
+	// what can be delivered can also be uploaded.
+	AppendLimit Size `toml:"append_limit"`
+}
+
+// WebConfig holds the webmail's limits and timeouts (both web listeners).
+type WebConfig struct {
+	SessionIdle       Duration `toml:"session_idle"`
+	PageSize          int      `toml:"page_size"`
+	MaxMessageSize    Size     `toml:"max_message_size"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	EventsKeepAlive   Duration `toml:"events_keepalive"`
 }
 
 // AuthConfig holds what every protocol's login shares.
@@ -152,6 +176,8 @@ func defaultConfig() Config {
 		},
 		SMTP: defaultSMTPConfig(),
 		POP3: defaultPOP3Config(),
+		IMAP: defaultIMAPConfig(),
+		Web:  defaultWebConfig(),
 		Auth: AuthConfig{
 			FailedLoginFree:     throttle.DefaultFree,
 			FailedLoginDelay:    Duration(throttle.DefaultBaseDelay),

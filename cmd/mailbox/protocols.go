@@ -1,10 +1,14 @@
 package main
 
 import (
+	"net"
+	"strconv"
 	"time"
 
+	"mailbox/imap"
 	"mailbox/pop3"
 	"mailbox/smtp"
+	"mailbox/web"
 )
 
 // services lists every [listen] key in the order they are reported, with
@@ -27,12 +31,14 @@ func services() []service {
 			build: func(d *deps) (server, error) { return d.pop3(), nil }},
 		{key: "pop3s", what: "POP3, implicit TLS", alpn: "pop3",
 			build: func(d *deps) (server, error) { return d.pop3(), nil }},
-		{key: "imap", what: "IMAP, STARTTLS"},
-		{key: "imaps", what: "IMAP, implicit TLS", alpn: "imap"},
-		{key: "http", what: "HTTP: ACME HTTP-01 challenges", off: acmeOnly,
-			build: func(d *deps) (server, error) { return buildACMEHTTP(d, false) }},
-		{key: "https", what: "HTTPS: ACME TLS-ALPN-01 challenges", off: acmeOnly,
-			build: func(d *deps) (server, error) { return buildACMEHTTP(d, true) }},
+		{key: "imap", what: "IMAP, STARTTLS",
+			build: func(d *deps) (server, error) { return d.imap(), nil }},
+		{key: "imaps", what: "IMAP, implicit TLS", alpn: "imap",
+			build: func(d *deps) (server, error) { return d.imap(), nil }},
+		{key: "http", what: "HTTP: redirect to HTTPS, ACME HTTP-01",
+			build: func(d *deps) (server, error) { return d.web(), nil }},
+		{key: "https", what: "HTTPS: webmail, autoconfig, ACME TLS-ALPN-01", serveTLS: true,
+			build: func(d *deps) (server, error) { return d.web(), nil }},
 	}
 }
 
@@ -112,4 +118,101 @@ func (d *deps) pop3() *pop3.Server {
 		})
 	}
 	return d.pop3Server
+}
+
+func defaultIMAPConfig() IMAPConfig {
+	return IMAPConfig{
+		IdleTimeout:         Duration(imap.DefaultIdleTimeout),
+		AuthTimeout:         Duration(imap.DefaultAuthTimeout),
+		WriteTimeout:        Duration(imap.DefaultWriteTimeout),
+		MaxConnections:      imap.DefaultMaxConns,
+		MaxConnectionsPerIP: imap.DefaultMaxConnsPerIP,
+	}
+}
+
+// imap returns the one IMAP server that serves both the imap and the imaps
+// listener, so its connection limits cover both.
+func (d *deps) imap() *imap.Server {
+	if d.imapServer == nil {
+		c := d.cfg.IMAP
+		appendLimit := int64(c.AppendLimit)
+		if appendLimit == 0 {
+			appendLimit = int64(d.cfg.SMTP.MaxMessageSize) // 0 there too: imap's default
+		}
+		d.imapServer = imap.New(imap.Options{
+			Store:          d.store,
+			TLS:            d.tls.Config("imap"),
+			Logger:         d.log,
+			Limiter:        d.limiter,
+			Hostname:       d.cfg.Hostname,
+			AllowPlaintext: d.cfg.Auth.AllowPlaintext,
+			IdleTimeout:    time.Duration(c.IdleTimeout),
+			AuthTimeout:    time.Duration(c.AuthTimeout),
+			WriteTimeout:   time.Duration(c.WriteTimeout),
+			MaxConns:       c.MaxConnections,
+			MaxConnsPerIP:  c.MaxConnectionsPerIP,
+			AppendLimit:    appendLimit,
+		})
+	}
+	return d.imapServer
+}
+
+func defaultWebConfig() WebConfig {
+	return WebConfig{
+		SessionIdle:       Duration(web.DefaultSessionIdle),
+		PageSize:          web.DefaultPageSize,
+		MaxMessageSize:    web.DefaultMaxMessageBytes,
+		ReadHeaderTimeout: Duration(web.DefaultReadHeaderTimeout),
+		IdleTimeout:       Duration(web.DefaultIdleTimeout),
+		EventsKeepAlive:   Duration(web.DefaultEventsKeepAlive),
+	}
+}
+
+// web returns the one web server behind both the http and the https
+// listener: sessions, event streams and metrics are shared.
+func (d *deps) web() *web.Server {
+	if d.webServer == nil {
+		c := d.cfg.Web
+		d.webServer = web.New(web.Options{
+			Store:             d.store,
+			TLS:               d.tls,
+			Logger:            d.log,
+			Limiter:           d.limiter,
+			Hostname:          d.cfg.Hostname,
+			SessionIdle:       time.Duration(c.SessionIdle),
+			PageSize:          c.PageSize,
+			MaxMessageBytes:   int64(c.MaxMessageSize),
+			ReadHeaderTimeout: time.Duration(c.ReadHeaderTimeout),
+			IdleTimeout:       time.Duration(c.IdleTimeout),
+			EventsKeepAlive:   time.Duration(c.EventsKeepAlive),
+			Ports: web.Ports{
+				HTTPS:         d.port("https"),
+				IMAP:          d.port("imap"),
+				IMAPS:         d.port("imaps"),
+				POP3:          d.port("pop3"),
+				POP3S:         d.port("pop3s"),
+				Submission:    d.port("submission"),
+				SubmissionTLS: d.port("submissions"),
+			},
+		})
+	}
+	return d.webServer
+}
+
+// port is the port a listener is bound to, for the webmail's settings page
+// and its HTTP to HTTPS redirect; -1 when the listener is off.
+func (d *deps) port(key string) int {
+	addr, ok := d.bound[key]
+	if !ok {
+		return -1
+	}
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n <= 0 {
+		return -1
+	}
+	return n
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,11 +20,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"mailbox/imap"
 	"mailbox/internal/throttle"
 	"mailbox/pop3"
 	"mailbox/smtp"
 	"mailbox/store"
 	mtls "mailbox/tls"
+	"mailbox/web"
 )
 
 // server is what every protocol package's Server offers.
@@ -44,7 +45,13 @@ type deps struct {
 	limiter *throttle.Limiter
 
 	pop3Server *pop3.Server  // shared by the pop3 and pop3s listeners
+	imapServer *imap.Server  // shared by the imap and imaps listeners
+	webServer  *web.Server   // shared by the http and https listeners
 	dns        smtp.Resolver // every DNS lookup (outbound, inbound checks)
+
+	// bound maps each listener that runs to its bound address, for
+	// servers that tell clients where the others are (the webmail).
+	bound map[string]string
 }
 
 // service is one [listen] key: what it runs and how its server is built.
@@ -54,6 +61,9 @@ type service struct {
 	what string // shown at start and by `mailbox status`
 	// alpn, when set, wraps the listener in implicit TLS with this ALPN id.
 	alpn string
+	// serveTLS hands the raw listener to the server's ServeTLS, which does
+	// TLS itself (the webmail: h2, http/1.1 and ACME's acme-tls/1).
+	serveTLS bool
 	// off, when set, gives a reason for the listener to stay off in this
 	// configuration ("" when it should run).
 	off func(cfg *Config) string
@@ -185,7 +195,7 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 	failed := make(chan error, len(running))
 	for _, r := range running {
 		go func() {
-			err := r.srv.Serve(r.ln)
+			err := r.serve(r.ln)
 			if err != nil && !stopping.Load() {
 				failed <- fmt.Errorf("listen.%s on %s: %w", r.key, r.ln.Addr(), err)
 			}
@@ -266,9 +276,10 @@ wait:
 
 // runningListener is one listener with its server.
 type runningListener struct {
-	key string
-	ln  net.Listener
-	srv server
+	key   string
+	ln    net.Listener
+	srv   server
+	serve func(net.Listener) error // srv.Serve, or its ServeTLS
 }
 
 // listenerState is one line of the start-up report.
@@ -338,6 +349,12 @@ func closeBound(bound []boundListener) {
 func startServers(d *deps, bound []boundListener) ([]runningListener, []listenerState, error) {
 	var running []runningListener
 	var report []listenerState
+	d.bound = map[string]string{}
+	for _, b := range bound {
+		if b.ln != nil {
+			d.bound[b.svc.key] = b.ln.Addr().String()
+		}
+	}
 	for _, b := range bound {
 		report = append(report, b.report)
 		if b.ln == nil {
@@ -347,11 +364,18 @@ func startServers(d *deps, bound []boundListener) ([]runningListener, []listener
 		if err != nil {
 			return nil, nil, fmt.Errorf("listen.%s: %w", b.svc.key, err)
 		}
-		ln := b.ln
+		ln, serve := b.ln, srv.Serve
 		if b.svc.alpn != "" {
 			ln = cryptotls.NewListener(ln, d.tls.Config(b.svc.alpn))
 		}
-		running = append(running, runningListener{key: b.svc.key, ln: ln, srv: srv})
+		if b.svc.serveTLS {
+			ts, ok := srv.(interface{ ServeTLS(net.Listener) error })
+			if !ok {
+				return nil, nil, fmt.Errorf("listen.%s: %T has no ServeTLS", b.svc.key, srv)
+			}
+			serve = ts.ServeTLS
+		}
+		running = append(running, runningListener{key: b.svc.key, ln: ln, srv: srv, serve: serve})
 		d.log.Info("listening", "listener", b.svc.key, "addr", b.report.addr, "what", b.svc.what)
 	}
 	return running, report, nil
@@ -421,57 +445,3 @@ func randomPassword() string {
 	rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
-
-// acmeHTTP answers ACME challenges on the web listeners until the web
-// package exists: HTTP-01 on http, TLS-ALPN-01 (answered inside the TLS
-// handshake) on https; every other request gets 404. It has nothing to do
-// unless certificates come from ACME.
-type acmeHTTP struct {
-	srv  *http.Server
-	tls  bool
-	done chan struct{}
-}
-
-// acmeOnly keeps the web listeners off unless certificates come from ACME.
-func acmeOnly(cfg *Config) string {
-	mode := cfg.TLS.Mode
-	if mode == "" {
-		mode = mtls.DefaultMode(cfg.Hostname)
-	}
-	if mode != mtls.ModeACME {
-		return "webmail not built yet"
-	}
-	return ""
-}
-
-func buildACMEHTTP(d *deps, useTLS bool) (server, error) {
-	h := &acmeHTTP{tls: useTLS}
-	var handler http.Handler = http.NotFoundHandler()
-	if !useTLS {
-		handler = d.tls.HTTPHandler(handler)
-	}
-	h.srv = &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
-	}
-	if useTLS {
-		h.srv.TLSConfig = d.tls.Config("h2", "http/1.1")
-	}
-	return h, nil
-}
-
-func (h *acmeHTTP) Serve(ln net.Listener) error {
-	var err error
-	if h.tls {
-		err = h.srv.ServeTLS(ln, "", "")
-	} else {
-		err = h.srv.Serve(ln)
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
-func (h *acmeHTTP) Shutdown(ctx context.Context) error { return h.srv.Shutdown(ctx) }
