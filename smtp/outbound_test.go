@@ -270,7 +270,7 @@ func TestOutboundTemporaryUntilExpiry(t *testing.T) {
 	publishDomain(t, d, a, "a.test", "none")
 	publishDomain(t, d, b, "b.test", "none")
 	opts := fastRetry(d, b.mx.port())
-	opts.QueueLifetime = 2 * time.Second
+	opts.QueueLifetime = 4 * time.Second // times are whole seconds: room for a warning first
 	opts.DelayWarning = time.Second
 	a.startRunner(opts)
 	if err := a.submit(aliceA, []string{bobB}, testMessage(aliceA, bobB, "full")); err != nil {
