@@ -78,7 +78,18 @@ func needTool(t *testing.T, names ...string) {
 type instance struct {
 	t      *testing.T
 	dir    string
-	config string
+	config string // "": no config file, the built-in defaults
+	// workDir is the commands' working directory ("" is the test's);
+	// with no config file, data lives in workDir/data.
+	workDir string
+}
+
+// configArgs is the --config flag for the instance's commands, if any.
+func (in *instance) configArgs() []string {
+	if in.config == "" {
+		return nil
+	}
+	return []string{"--config", in.config}
 }
 
 func newInstance(t *testing.T, extra string) *instance {
@@ -118,8 +129,9 @@ type result struct {
 // run runs a mailbox command against the instance, with stdin.
 func (in *instance) run(stdin string, args ...string) result {
 	in.t.Helper()
-	cmd := exec.Command(mailboxBin, append(args, "--config", in.config)...)
+	cmd := exec.Command(mailboxBin, append(args, in.configArgs()...)...)
 	cmd.Env = cleanEnv()
+	cmd.Dir = in.workDir
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -179,8 +191,9 @@ var listenerLine = regexp.MustCompile(`^\s+(\S+)\s+(\S+)\s+up\s`)
 func (in *instance) start() *proc {
 	in.t.Helper()
 	p := &proc{t: in.t, addrs: map[string]string{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(mailboxBin, "serve", "--config", in.config)
+	p.cmd = exec.Command(mailboxBin, append([]string{"serve"}, in.configArgs()...)...)
 	p.cmd.Env = cleanEnv()
+	p.cmd.Dir = in.workDir
 	p.cmd.Stderr = lockedWriter{&p.mu, &p.stderr}
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
