@@ -65,6 +65,9 @@ type RecipientError struct {
 func (e *RecipientError) Error() string { return fmt.Sprintf("recipient %s: %v", e.Address, e.Err) }
 func (e *RecipientError) Unwrap() error { return e.Err }
 
+// SendLimits returns the limits Submit enforces (Options.SendLimits).
+func (st *Store) SendLimits() SendLimits { return st.sendLimits }
+
 // MaySendAs reports whether the account may use addr as its sender (the
 // envelope sender or a From: address): its own address, or one that
 // delivers to it (an alias, a +tag, its domain's catch-all).
