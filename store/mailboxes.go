@@ -154,6 +154,24 @@ func validMailboxName(name string) error {
 	return nil
 }
 
+// createParents creates the missing ancestors of name ("a/b" for "a/b/c").
+func (a *Account) createParents(tx *txn, name string) error {
+	parts := strings.Split(name, Separator)
+	for i := 1; i < len(parts); i++ {
+		parent := strings.Join(parts[:i], Separator)
+		var n int
+		if err := tx.QueryRow("SELECT count(*) FROM mailboxes WHERE account_id = ? AND name = ?", a.ID, parent).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			if _, err := insertMailbox(tx, a.ID, parent, "", a.st.now()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // CreateMailbox creates a mailbox (and any missing parents), with an
 // optional special-use role. Returns ErrExists if the name is taken.
 func (a *Account) CreateMailbox(ctx context.Context, name, role string) (Mailbox, error) {
@@ -161,18 +179,8 @@ func (a *Account) CreateMailbox(ctx context.Context, name, role string) (Mailbox
 		return Mailbox{}, err
 	}
 	err := a.st.write(ctx, func(tx *txn) error {
-		parts := strings.Split(name, Separator)
-		for i := 1; i < len(parts); i++ {
-			parent := strings.Join(parts[:i], Separator)
-			var n int
-			if err := tx.QueryRow("SELECT count(*) FROM mailboxes WHERE account_id = ? AND name = ?", a.ID, parent).Scan(&n); err != nil {
-				return err
-			}
-			if n == 0 {
-				if _, err := insertMailbox(tx, a.ID, parent, "", a.st.now()); err != nil {
-					return err
-				}
-			}
+		if err := a.createParents(tx, name); err != nil {
+			return err
 		}
 		_, err := insertMailbox(tx, a.ID, name, role, a.st.now())
 		return err
@@ -238,20 +246,7 @@ func (a *Account) RenameMailbox(ctx context.Context, from, to string) error {
 			tx.publish(Event{Kind: MailboxRenamed, AccountID: a.ID, MailboxID: r.id, Name: r.name})
 		}
 		// New parents of the new name, as CREATE would make them.
-		parts := strings.Split(to, Separator)
-		for i := 1; i < len(parts); i++ {
-			parent := strings.Join(parts[:i], Separator)
-			var n int
-			if err := tx.QueryRow("SELECT count(*) FROM mailboxes WHERE account_id = ? AND name = ?", a.ID, parent).Scan(&n); err != nil {
-				return err
-			}
-			if n == 0 {
-				if _, err := insertMailbox(tx, a.ID, parent, "", a.st.now()); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		return a.createParents(tx, to)
 	})
 }
 
