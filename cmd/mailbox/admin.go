@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/term"
 
+	"mailbox/smtp"
 	"mailbox/store"
 )
 
@@ -66,21 +67,30 @@ func domainAddCommand() *command {
 	return &command{
 		path: "domain add", args: "DOMAIN", minArgs: 1, maxArgs: 1,
 		summary: "receive mail for a domain",
-		help:    "Mail for accounts and aliases in DOMAIN is accepted once the domain is added.",
+		help: `Mail for accounts and aliases in DOMAIN is accepted once the domain is
+added. Its DKIM keys (Ed25519 and RSA-2048) are made at the same time;
+'mailbox domain dns DOMAIN' prints the records to publish.`,
 		run: func(ctx context.Context, c *cli, args []string) error {
-			return c.withStore(ctx, true, func(st *store.Store) error {
-				err := st.AddDomain(ctx, args[0])
-				switch {
-				case errors.Is(err, store.ErrExists):
-					return fmt.Errorf("domain %s already exists", args[0])
-				case errors.Is(err, store.ErrInvalid):
-					return &usageError{msg: fmt.Sprintf("%q is not a valid domain name", args[0])}
-				case err != nil:
-					return err
-				}
-				fmt.Fprintf(c.stdout, "added domain %s\n", strings.ToLower(args[0]))
-				return nil
-			})
+			st, cfg, err := c.openStore(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			err = st.AddDomain(ctx, args[0])
+			switch {
+			case errors.Is(err, store.ErrExists):
+				return fmt.Errorf("domain %s already exists", args[0])
+			case errors.Is(err, store.ErrInvalid):
+				return &usageError{msg: fmt.Sprintf("%q is not a valid domain name", args[0])}
+			case err != nil:
+				return err
+			}
+			domain := strings.ToLower(args[0])
+			if _, err := smtp.EnsureDKIMKeys(ctx, st, domain, cfg.Outbound.DKIMSelector); err != nil {
+				return fmt.Errorf("added domain %s, but making its DKIM keys failed (mailbox domain dns %s retries): %w", domain, domain, err)
+			}
+			fmt.Fprintf(c.stdout, "added domain %s\n", domain)
+			return st.Close()
 		},
 	}
 }

@@ -110,6 +110,9 @@ func TestCLIAdmin(t *testing.T) {
 	if _, err := st.Login(context.Background(), "alice@example.org", "pass word"); err != nil {
 		t.Errorf("login with the password from stdin (CRLF stripped, space kept): %v", err)
 	}
+	if keys, err := st.DKIMKeys(context.Background(), "example.org"); err != nil || len(keys) != 2 {
+		t.Errorf("domain add made %d DKIM keys (%v), want Ed25519 and RSA", len(keys), err)
+	}
 	got, err := st.Resolve(context.Background(), "whoever@example.org")
 	if err != nil || len(got) != 1 || got[0] != "alice@example.org" {
 		t.Errorf("catch-all: %v %v", got, err)
