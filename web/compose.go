@@ -449,8 +449,6 @@ func submitError(err error) error {
 	var re *store.RecipientError
 	if errors.As(err, &re) {
 		switch {
-		case errors.Is(err, store.ErrNotLocal):
-			return errUser("Sending to other servers is not enabled on this server (" + re.Address + "). Nothing was sent.")
 		case errors.Is(err, store.ErrNotFound):
 			return errUser("There is no mailbox " + re.Address + " on this server. Nothing was sent.")
 		case errors.Is(err, store.ErrOverQuota):
