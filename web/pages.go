@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ type pages struct {
 
 var funcs = template.FuncMap{
 	"size":   humanSize,
+	"count":  countNoun,
 	"addrs":  addressList,
 	"addr":   addressText,
 	"sender": senderName,
@@ -221,4 +223,13 @@ func roleLabel(mb store.Mailbox) string {
 		return "Archive"
 	}
 	return mb.Name
+}
+
+// countNoun writes "1 message", "2 messages": n and the noun, plural
+// unless n is one.
+func countNoun(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.FormatInt(n, 10) + " " + noun + "s"
 }
