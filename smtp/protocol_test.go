@@ -217,14 +217,24 @@ func TestMaxCommands(t *testing.T) {
 	x.send("EHLO client.test\r\nMAIL FROM:<x@remote.test>\r\n")
 	x.expect("^250 ")
 	x.expect("^250 ")
+	// The budget runs out inside a transaction: the message under way is
+	// still taken ...
 	for i := 0; i < 3; i++ {
 		x.send("RCPT TO:<bob@example.test>\r\n")
 		x.expect(`^250 `)
 	}
-	x.send("RCPT TO:<bob@example.test>\r\n")
+	x.send("DATA\r\n")
+	x.expect(`^354 `)
+	x.send("Subject: last one\r\n\r\nbody\r\n.\r\n")
+	x.expect(`^250 `)
+	// ... and the next transaction is refused and the connection closed.
+	x.send("MAIL FROM:<x@remote.test>\r\n")
 	x.expect(`^421 4\.7\.0 too many commands$`)
 	if !x.closed() {
 		t.Fatal("connection not closed")
+	}
+	if n := len(h.inbox("bob@example.test")); n != 1 {
+		t.Fatalf("bob has %d messages, want the one whose transaction crossed the budget", n)
 	}
 }
 

@@ -98,8 +98,9 @@ const (
 	DefaultMaxConnsPerIP = 50
 	// DefaultMaxCommands is the per-connection budget of commands that
 	// reach the session (MAIL, RCPT, DATA/BDAT, AUTH): about 2,500
-	// one-recipient messages. Past it the server answers 421 and hangs up;
-	// a client reconnects and goes on.
+	// one-recipient messages. Once it is spent, the transaction under way
+	// is finished and the next MAIL or AUTH gets 421 and the connection
+	// ends; a client reconnects and goes on.
 	DefaultMaxCommands = 10_000
 	// DefaultMaxErrors is how many refused MAIL, RCPT, DATA or AUTH
 	// commands a connection may collect before it is closed with 421

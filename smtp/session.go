@@ -73,13 +73,15 @@ func (srv *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 
 // begin starts a MAIL, RCPT, DATA or AUTH command: it logs the verb,
 // refuses everything once the connection is closing, and spends one unit
-// of the command budget.
+// of the command budget. A spent budget is enforced only where a
+// transaction starts (MAIL, AUTH): a message already under way is finished,
+// so a bulk sender on a long connection never has one cut short.
 func (sess *session) begin(cmd string) *gosmtp.SMTPError {
 	sess.logger().Debug("command", "cmd", cmd)
 	if sess.conn.hangup.Load() {
 		return replyTooManyErrors
 	}
-	if !sess.conn.spend() {
+	if !sess.conn.spend() && (cmd == "MAIL" || cmd == "AUTH") {
 		sess.conn.hangup.Store(true)
 		sess.logger().Warn("command budget spent", "cmd", cmd, "max", sess.srv.opts.MaxCommands)
 		return replyTooManyCmds
