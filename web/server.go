@@ -267,10 +267,12 @@ func (srv *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { srv.app.S
 
 // plainHandler is what the plain-HTTP listener serves: ACME HTTP-01
 // challenges first, then a redirect to HTTPS once a certificate exists,
-// except for /healthz (load balancers and health checks speak HTTP).
+// except for /healthz (load balancers and health checks speak HTTP). With
+// HTTPS not offered (Ports.HTTPS < 0, e.g. behind a proxy that terminates
+// TLS) the site is served here: a redirect would point at nothing.
 func (srv *Server) plainHandler() http.Handler {
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS != nil || r.URL.Path == "/healthz" || !srv.haveCertificate() {
+		if r.TLS != nil || r.URL.Path == "/healthz" || srv.opts.Ports.HTTPS < 0 || !srv.haveCertificate() {
 			srv.app.ServeHTTP(w, r)
 			return
 		}
