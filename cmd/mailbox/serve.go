@@ -64,25 +64,14 @@ type service struct {
 	// serveTLS hands the raw listener to the server's ServeTLS, which does
 	// TLS itself (the webmail: h2, http/1.1 and ACME's acme-tls/1).
 	serveTLS bool
-	// off, when set, gives a reason for the listener to stay off in this
-	// configuration ("" when it should run).
-	off func(cfg *Config) string
-	// build makes the server; nil means the protocol is not built yet, and
-	// the listener stays off.
+	// build makes the server.
 	build func(d *deps) (server, error)
 }
 
 // state says whether a configured listener runs, and if not, why not.
-func (svc service) state(cfg *Config, addr string) (off string) {
-	switch {
-	case addr == "":
+func (svc service) state(addr string) (off string) {
+	if addr == "" {
 		return "off (disabled in config)"
-	case svc.build == nil:
-		return "off (not built yet)"
-	case svc.off != nil:
-		if why := svc.off(cfg); why != "" {
-			return "off (" + why + ")"
-		}
 	}
 	return ""
 }
@@ -307,7 +296,7 @@ func bindListeners(cfg *Config) ([]boundListener, error) {
 	for _, svc := range services() {
 		addr := addrs[svc.key]
 		b := boundListener{svc: svc, report: listenerState{key: svc.key, addr: addr, what: svc.what}}
-		if b.report.state = svc.state(cfg, addr); b.report.state != "" {
+		if b.report.state = svc.state(addr); b.report.state != "" {
 			if addr == "" {
 				b.report.addr = "-"
 			}

@@ -45,7 +45,7 @@ func runStatus(ctx context.Context, c *cli, args []string) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, svc := range services() {
 		addr := addrs[svc.key]
-		state := svc.state(&cfg, addr)
+		state := svc.state(addr)
 		switch {
 		case state != "":
 			if addr == "" {
