@@ -244,6 +244,24 @@ CREATE TABLE dkim_keys (
 	PRIMARY KEY (domain_id, selector)
 ) WITHOUT ROWID;
 `,
+	// 5: recipient domains' MTA-STS policies (RFC 8461 §5.1: a sender
+	// caches a policy until max_age, across restarts, so that an attacker
+	// who later blocks the TXT lookup or the HTTPS fetch cannot downgrade
+	// delivery to plain text).
+	`
+-- mta_sts is the last valid MTA-STS policy fetched for a domain. policy_id
+-- is the id of the _mta-sts TXT record it was fetched under; mx holds the
+-- policy's mx patterns, one per line; expires is fetched + max_age.
+CREATE TABLE mta_sts (
+	domain    TEXT PRIMARY KEY,
+	policy_id TEXT NOT NULL,
+	mode      TEXT NOT NULL,
+	mx        TEXT NOT NULL,
+	max_age   INTEGER NOT NULL,
+	fetched   INTEGER NOT NULL,
+	expires   INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.
