@@ -262,6 +262,17 @@ CREATE TABLE mta_sts (
 	expires   INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 6: full-text indexing after delivery. A delivery records its new
+	// blob here in its own transaction; the indexer adds the blob's text to
+	// blob_text later, many blobs per transaction, and removes the row in
+	// the same transaction. Rows left by a crash are indexed at the next
+	// start, so no message stays unsearchable. Blobs from before this step
+	// are indexed already.
+	`
+CREATE TABLE unindexed (
+	blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE
+);
+`,
 }
 
 // schemaVersion is the user_version a fully migrated database has.
