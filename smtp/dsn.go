@@ -138,9 +138,12 @@ func statusCode(err error, failed bool) string {
 		return "4.0.0"
 	}
 	var pe *permanentError
+	var se *stsError
 	switch {
 	case errors.As(err, &pe):
 		return "5.1.2" // bad destination system address
+	case errors.As(err, &se) && !failed:
+		return "4.7.5" // cryptographic failure: no acceptable TLS (RFC 3463 §3.8)
 	case failed:
 		return "4.4.7" // delivery time expired (RFC 3463 §3.5)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,9 +22,10 @@ import (
 // and TCP on one port, answering from a fixed set of records. A name with
 // no records at all is NXDOMAIN.
 type testDNS struct {
-	addr string
-	mu   sync.Mutex
-	rrs  []dns.RR
+	addr     string
+	mu       sync.Mutex
+	rrs      []dns.RR
+	servfail map[string]bool // names answered with SERVFAIL
 }
 
 func startDNS(t testing.TB) *testDNS {
@@ -83,12 +85,42 @@ func (d *testDNS) addTXT(t testing.TB, name, value string) {
 	d.mu.Unlock()
 }
 
+// remove drops the records of name (FQDN) and type.
+func (d *testDNS) remove(name string, rrtype uint16) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rrs = slices.DeleteFunc(d.rrs, func(rr dns.RR) bool {
+		return strings.EqualFold(rr.Header().Name, name) && rr.Header().Rrtype == rrtype
+	})
+}
+
+// fail makes every question about name (FQDN) answer SERVFAIL, as a
+// broken or attacked resolver would; unfail ends that.
+func (d *testDNS) fail(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.servfail == nil {
+		d.servfail = map[string]bool{}
+	}
+	d.servfail[strings.ToLower(name)] = true
+}
+
+func (d *testDNS) unfail(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.servfail, strings.ToLower(name))
+}
+
 func (d *testDNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
 	d.mu.Lock()
 	for _, q := range req.Question {
+		if d.servfail[strings.ToLower(q.Name)] {
+			m.Rcode = dns.RcodeServerFailure
+			continue
+		}
 		exists := false
 		for _, rr := range d.rrs {
 			if !strings.EqualFold(rr.Header().Name, q.Name) {

@@ -3,6 +3,7 @@ package smtp
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,10 +17,12 @@ import (
 
 // The queue runner delivers what Account.Submit queued in the store to
 // other servers: MX lookup (falling back to the domain's own address, RFC
-// 5321 §5.1), MX hosts in preference order, STARTTLS whenever offered,
-// DKIM signing, per-destination concurrency with connection reuse, retries
-// with exponential backoff, a delay warning and a bounce (RFC 3464) on
-// permanent failure or expiry. The null sender is never bounced.
+// 5321 §5.1), MX hosts in preference order, STARTTLS whenever offered
+// (required, with a verified certificate, where the recipient domain's
+// MTA-STS policy says so: mtasts.go), DKIM signing, per-destination
+// concurrency with connection reuse, retries with exponential backoff, a
+// delay warning and a bounce (RFC 3464) on permanent failure or expiry.
+// The null sender is never bounced.
 //
 // Invariants:
 //   - An entry is claimed (marked as being sent, committed) before any
@@ -92,8 +95,22 @@ type RunnerOptions struct {
 	Smarthost Smarthost
 	// RequireTLS refuses to deliver to MX hosts that do not offer
 	// STARTTLS (the message is deferred). Certificates of MX hosts are
-	// not verified either way (RFC 7435 opportunistic TLS).
+	// not verified either way (RFC 7435 opportunistic TLS), except where
+	// an MTA-STS policy in enforce mode asks for it.
 	RequireTLS bool
+	// NoMTASTS turns MTA-STS (RFC 8461) off: recipient domains' policies
+	// are neither looked up nor applied. Smarthost delivery never applies
+	// them (the relay does).
+	NoMTASTS bool
+	// MTASTSRoots verifies the certificates of MTA-STS policy hosts and,
+	// under a policy, of MX hosts; nil means the system's roots.
+	MTASTSRoots *x509.CertPool
+	// MTASTSPort is the HTTPS port of policy hosts (default
+	// DefaultMTASTSPort); other values are for tests on one machine.
+	MTASTSPort int
+	// MTASTSFetchTimeout bounds one policy fetch (default
+	// DefaultMTASTSFetchTimeout).
+	MTASTSFetchTimeout time.Duration
 	// DKIMSelector names the domains' DKIM keys (see DKIMSelectors); ""
 	// means DefaultDKIMSelector. Messages whose From: domain is local are
 	// signed with that domain's keys.
@@ -158,6 +175,12 @@ func (o RunnerOptions) withDefaults() RunnerOptions {
 	if o.DKIMSelector == "" {
 		o.DKIMSelector = DefaultDKIMSelector
 	}
+	if o.MTASTSPort <= 0 {
+		o.MTASTSPort = DefaultMTASTSPort
+	}
+	if o.MTASTSFetchTimeout <= 0 {
+		o.MTASTSFetchTimeout = DefaultMTASTSFetchTimeout
+	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = DefaultMaxOutboundConns
 	}
@@ -204,6 +227,7 @@ type Runner struct {
 	log  *slog.Logger
 	st   *store.Store
 	dkim *dkimKeys
+	sts  *mtaSTS // nil when MTA-STS is off
 
 	ctx    context.Context // cancelled when Shutdown's deadline passes
 	cancel context.CancelFunc
@@ -249,6 +273,10 @@ func NewRunner(opts RunnerOptions) *Runner {
 		dests: map[string]*dest{},
 	}
 	r.dkim = newDKIMKeys(opts.Store, opts.DKIMSelector)
+	if !opts.NoMTASTS && opts.Smarthost.Addr == "" {
+		r.sts = newMTASTS(mtaSTSOptions{st: opts.Store, resolver: opts.Resolver, roots: opts.MTASTSRoots,
+			port: opts.MTASTSPort, timeout: opts.MTASTSFetchTimeout, log: r.log, now: opts.Now})
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r
 }
@@ -269,6 +297,11 @@ func (r *Runner) Start(ctx context.Context) error {
 		// server just before the crash; RFC 5321 §6.1 prefers a
 		// duplicate to a loss.
 		r.log.Warn("attempts interrupted by a restart are retried", "entries", n)
+	}
+	if r.sts != nil {
+		if _, err := r.st.DeleteMTASTSPolicies(ctx, r.opts.Now()); err != nil {
+			r.log.Warn("sweep expired MTA-STS policies", "err", err)
+		}
 	}
 	go r.loop()
 	return nil
@@ -520,7 +553,7 @@ func (r *Runner) attempt(c *outConn, j *job) (*outConn, error) {
 	}
 	var err error
 	if c == nil {
-		c, err = r.connect(r.ctx, j.domain)
+		c, err = r.connectDomain(r.ctx, j.domain)
 		if err != nil {
 			r.record(log, j, allFail(j, err), "")
 			return nil, err
