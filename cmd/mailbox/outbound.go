@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"net"
@@ -32,6 +33,9 @@ type OutboundConfig struct {
 	SmarthostPasswordFile string   `toml:"smarthost_password_file"`
 	MXPort                int      `toml:"mx_port"`
 	RequireTLS            bool     `toml:"require_tls"`
+	MTASTS                bool     `toml:"mta_sts"`
+	MTASTSPort            int      `toml:"mta_sts_port"`
+	MTASTSCAFile          string   `toml:"mta_sts_ca_file"`
 	DKIMSelector          string   `toml:"dkim_selector"`
 	QueueLifetime         Duration `toml:"queue_lifetime"`
 	DelayWarning          Duration `toml:"delay_warning"`
@@ -74,6 +78,8 @@ func defaultOutboundConfig() OutboundConfig {
 	return OutboundConfig{
 		SmarthostTLS:          "starttls",
 		MXPort:                smtp.DefaultMXPort,
+		MTASTS:                true,
+		MTASTSPort:            smtp.DefaultMTASTSPort,
 		DKIMSelector:          smtp.DefaultDKIMSelector,
 		QueueLifetime:         Duration(smtp.DefaultQueueLifetime),
 		DelayWarning:          Duration(smtp.DefaultDelayWarning),
@@ -114,6 +120,9 @@ func (c *Config) validateOutbound() error {
 	if o.MXPort > 65535 {
 		return configErrorf("outbound.mx_port: %d: not a port", o.MXPort)
 	}
+	if o.MTASTSPort > 65535 {
+		return configErrorf("outbound.mta_sts_port: %d: not a port", o.MTASTSPort)
+	}
 	if o.DKIMSelector != "" {
 		if _, err := store.NormalizeDomain(o.DKIMSelector); err != nil || strings.Contains(o.DKIMSelector, ".") {
 			return configErrorf("outbound.dkim_selector: %q: want one DNS label (letters, digits, -)", o.DKIMSelector)
@@ -150,6 +159,10 @@ func startRunner(ctx context.Context, d *deps) (*smtp.Runner, error) {
 		}
 		sh.Password = strings.TrimRight(string(pw), "\r\n")
 	}
+	roots, err := mtaSTSRoots(o.MTASTSCAFile)
+	if err != nil {
+		return nil, err
+	}
 	r := smtp.NewRunner(smtp.RunnerOptions{
 		Store:             d.store,
 		Logger:            d.log,
@@ -158,6 +171,9 @@ func startRunner(ctx context.Context, d *deps) (*smtp.Runner, error) {
 		MXPort:            o.MXPort,
 		Smarthost:         sh,
 		RequireTLS:        o.RequireTLS,
+		NoMTASTS:          !o.MTASTS,
+		MTASTSRoots:       roots,
+		MTASTSPort:        o.MTASTSPort,
 		DKIMSelector:      o.DKIMSelector,
 		MaxConns:          o.MaxConnections,
 		MaxConnsPerDomain: o.MaxConnectionsPerHost,
@@ -170,6 +186,26 @@ func startRunner(ctx context.Context, d *deps) (*smtp.Runner, error) {
 		return nil, fmt.Errorf("outbound queue: %w", err)
 	}
 	return r, nil
+}
+
+// mtaSTSRoots is the system's roots plus the CA certificates in file (PEM),
+// or nil (the system's roots) when file is "".
+func mtaSTSRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("outbound.mta_sts_ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("outbound.mta_sts_ca_file: %s: no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 func queueListCommand() *command {
