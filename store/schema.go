@@ -269,7 +269,7 @@ CREATE TABLE mta_sts (
 	// start, so no message stays unsearchable. Blobs from before this step
 	// are indexed already.
 	`
-CREATE TABLE unindexed (
+CREATE TABLE IF NOT EXISTS unindexed (
 	blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE
 );
 `,
