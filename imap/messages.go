@@ -17,17 +17,28 @@ import (
 // are recognised as the session's own: other sessions get FETCH FLAGS,
 // this one reports the change itself (or stays silent for .SILENT).
 func (sess *session) setFlags(uids []uint32, op store.FlagOp, flags []string) ([]store.Message, error) {
+	res, err := sess.updateFlags(uids, op, flags)
+	if err != nil {
+		return nil, err
+	}
+	changed := res.Messages[:0]
+	for _, m := range res.Messages {
+		if m.ModSeq == res.ModSeq {
+			changed = append(changed, m)
+		}
+	}
+	return changed, nil
+}
+
+// updateFlags is setFlags reporting every message of the set.
+func (sess *session) updateFlags(uids []uint32, op store.FlagOp, flags []string) (store.FlagUpdate, error) {
 	as := sess.as
 	as.mu.Lock()
 	defer as.mu.Unlock()
 	as.applyLocked(nil)
-	changed, err := sess.acct.SetFlags(sess.ctx, sess.sel.id, uids, op, flags)
-	mine := &own{mailboxID: sess.sel.id, tracker: sess.sel.tracker}
-	if len(changed) > 0 {
-		mine.modseq = changed[0].ModSeq
-	}
-	as.applyLocked(mine)
-	return changed, err
+	res, err := sess.acct.UpdateFlags(sess.ctx, sess.sel.id, uids, op, flags)
+	as.applyLocked(&own{mailboxID: sess.sel.id, modseq: res.ModSeq, tracker: sess.sel.tracker})
+	return res, err
 }
 
 // Store answers STORE and UID STORE (RFC 9051 §6.4.6).
@@ -49,38 +60,38 @@ func (sess *session) Store(w *imapserver.FetchWriter, numSet imap.NumSet, flags 
 	default:
 		op = store.FlagsReplace
 	}
-	if _, err := sess.setFlags(uids, op, storeFlags(flags.Flags)); err != nil {
+	res, err := sess.updateFlags(uids, op, storeFlags(flags.Flags))
+	if err != nil {
 		return sess.replyFor(err)
 	}
 	if flags.Silent {
 		return nil
 	}
-	// Every message of the set gets its FETCH FLAGS, changed or not.
+	// Every message of the set gets its FETCH FLAGS, changed or not, with
+	// the flags the write left (read in the same transaction).
 	_, isUID := numSet.(imap.UIDSet)
-	for len(uids) > 0 {
-		chunk := uids[:min(len(uids), fetchChunk)]
-		uids = uids[len(chunk):]
-		msgs, err := sess.acct.MessagesIn(sess.ctx, sess.sel.id, toRanges(chunk))
-		if err != nil {
-			return sess.replyFor(err)
+	msgs := res.Messages
+	mu := make([]uint32, len(msgs))
+	for i := range msgs {
+		mu[i] = msgs[i].UID
+	}
+	seqs := sess.seqNums(mu)
+	var last []string
+	var lastIMAP []imap.Flag
+	for i, m := range msgs {
+		if seqs[i] == 0 {
+			continue
 		}
-		mu := make([]uint32, len(msgs))
-		for i := range msgs {
-			mu[i] = msgs[i].UID
+		if len(m.Flags) == 0 || len(last) == 0 || &m.Flags[0] != &last[0] || len(m.Flags) != len(last) {
+			last, lastIMAP = m.Flags, imapFlags(m.Flags)
 		}
-		seqs := sess.seqNums(mu)
-		for i, m := range msgs {
-			if seqs[i] == 0 {
-				continue
-			}
-			rw := w.CreateMessage(seqs[i])
-			if isUID {
-				rw.WriteUID(imap.UID(m.UID))
-			}
-			rw.WriteFlags(imapFlags(m.Flags))
-			if err := rw.Close(); err != nil {
-				return err
-			}
+		rw := w.CreateMessage(seqs[i])
+		if isUID {
+			rw.WriteUID(imap.UID(m.UID))
+		}
+		rw.WriteFlags(lastIMAP)
+		if err := rw.Close(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -264,70 +265,200 @@ const (
 // are skipped) and returns the messages that changed, with their new flags
 // and modseq. One modseq covers the whole change.
 func (a *Account) SetFlags(ctx context.Context, mailboxID int64, uids []uint32, op FlagOp, flags []string) ([]Message, error) {
+	res, err := a.UpdateFlags(ctx, mailboxID, uids, op, flags)
+	if err != nil {
+		return nil, err
+	}
+	changed := res.Messages[:0]
+	for _, m := range res.Messages {
+		if m.ModSeq == res.ModSeq {
+			changed = append(changed, m)
+		}
+	}
+	return changed, nil
+}
+
+// FlagUpdate is what UpdateFlags did.
+type FlagUpdate struct {
+	// ModSeq is the modseq of the change; 0 if nothing changed.
+	ModSeq int64
+	// Messages are the messages of the set that exist, in UID order,
+	// with their flags after the change. Those that changed carry ModSeq;
+	// the others keep theirs. Only ID, MailboxID, UID, ModSeq and Flags
+	// are set.
+	Messages []Message
+}
+
+// UpdateFlags is SetFlags reporting every message of the set, changed or
+// not (what an IMAP STORE answers with), from the same transaction.
+//
+// The work is set-based: one query reads the set, one statement writes
+// the messages that change. A statement per message was
+// quadratic: every statement inside the batch's savepoint truncates
+// SQLite's in-memory sub-journal by walking it from the start, and that
+// journal grows with every page the change touched (a STORE on 100,000
+// messages took 18 s).
+func (a *Account) UpdateFlags(ctx context.Context, mailboxID int64, uids []uint32, op FlagOp, flags []string) (FlagUpdate, error) {
 	bits, kws := packFlags(flags)
 	kwList := strings.Fields(kws)
-	var changed []Message
+	var res FlagUpdate
 	err := a.st.write(ctx, func(tx *txn) error {
-		changed = changed[:0]
+		res = FlagUpdate{}
 		modseq, err := a.lockMailbox(tx, mailboxID)
 		if err != nil {
 			return err
 		}
 		modseq++
-		// Statements prepared once per call: a STORE on a whole mailbox
-		// runs them once per message.
-		sel, err := tx.Prepare("SELECT id, flags, keywords FROM messages WHERE mailbox_id = ? AND uid = ?")
+		rows, err := tx.Query(`SELECT m.id, m.uid, m.modseq, m.flags, m.keywords
+			  FROM json_each(?) r CROSS JOIN messages m
+			 WHERE m.mailbox_id = ? AND m.uid BETWEEN r.value->>0 AND r.value->>1`,
+			uidRangesJSON(uids), mailboxID)
 		if err != nil {
 			return err
 		}
-		defer sel.Close()
-		upd, err := tx.Prepare("UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE id = ?")
-		if err != nil {
-			return err
-		}
-		defer upd.Close()
-		for _, uid := range uids {
-			var id, cur int64
+		var upd []byte // JSON [[id, flags, keywords], ...] of the changed messages
+		var lastFlags []string
+		var lastBits int64
+		var lastKws string
+		for rows.Next() {
+			var m Message
+			var cur int64
 			var curKws string
-			err := sel.QueryRow(mailboxID, uid).Scan(&id, &cur, &curKws)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
-			} else if err != nil {
+			if err := rows.Scan(&m.ID, &m.UID, &m.ModSeq, &cur, &curKws); err != nil {
+				rows.Close()
 				return err
 			}
+			m.MailboxID = mailboxID
 			newBits, newKws := applyFlags(cur, curKws, op, bits, kwList)
-			if newBits == cur && newKws == curKws {
-				continue
+			// Messages of one STORE mostly end with the same flags: share
+			// the slice rather than allocating one per message.
+			if lastFlags == nil || newBits != lastBits || newKws != lastKws {
+				lastFlags, lastBits, lastKws = unpackFlags(newBits, newKws), newBits, newKws
 			}
-			if _, err := upd.Exec(newBits, newKws, modseq, id); err != nil {
-				return err
+			m.Flags = lastFlags
+			if newBits != cur || newKws != curKws {
+				m.ModSeq = modseq
+				if len(upd) == 0 {
+					upd = append(upd, '[')
+				} else {
+					upd = append(upd, ',')
+				}
+				upd = append(upd, '[')
+				upd = strconv.AppendInt(upd, m.ID, 10)
+				upd = append(upd, ',')
+				upd = strconv.AppendInt(upd, newBits, 10)
+				upd = append(upd, ',')
+				upd = appendJSONString(upd, newKws)
+				upd = append(upd, ']')
 			}
-			m := Message{ID: id, MailboxID: mailboxID, UID: uid, ModSeq: modseq, Flags: unpackFlags(newBits, newKws)}
-			changed = append(changed, m)
-			tx.publish(Event{Kind: FlagsChanged, AccountID: a.ID, MailboxID: mailboxID, UID: uid, ModSeq: modseq, Flags: m.Flags})
+			res.Messages = append(res.Messages, m)
 		}
-		if len(changed) > 0 {
-			_, err = tx.Exec("UPDATE mailboxes SET highest_modseq = ? WHERE id = ?", modseq, mailboxID)
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
 		}
+		if len(upd) == 0 {
+			return nil // nothing changes: no modseq, no events
+		}
+		upd = append(upd, ']')
+		if _, err := tx.Exec(`UPDATE messages SET flags = j.value->>1, keywords = j.value->>2, modseq = ?
+			  FROM json_each(?) j WHERE messages.id = j.value->>0`, modseq, string(upd)); err != nil {
+			return err
+		}
+		for _, m := range res.Messages {
+			if m.ModSeq == modseq {
+				tx.publish(Event{Kind: FlagsChanged, AccountID: a.ID, MailboxID: mailboxID, UID: m.UID, ModSeq: modseq, Flags: m.Flags})
+			}
+		}
+		res.ModSeq = modseq
+		_, err = tx.Exec("UPDATE mailboxes SET highest_modseq = ? WHERE id = ?", modseq, mailboxID)
 		return err
 	})
-	return changed, err
+	if err != nil {
+		return FlagUpdate{}, err
+	}
+	return res, nil
+}
+
+// uidRangesJSON returns uids (any order, duplicates allowed) as a JSON
+// array of ascending, disjoint [start, stop] pairs, for json_each: one
+// statement then covers any set, however sparse.
+func uidRangesJSON(uids []uint32) string {
+	sorted := slices.IsSorted(uids)
+	if !sorted {
+		uids = slices.Clone(uids)
+		slices.Sort(uids)
+	}
+	b := make([]byte, 0, 32)
+	b = append(b, '[')
+	for i := 0; i < len(uids); {
+		j := i
+		for j+1 < len(uids) && uids[j+1] <= uids[j]+1 {
+			j++
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = strconv.AppendUint(b, uint64(uids[i]), 10)
+		b = append(b, ',')
+		b = strconv.AppendUint(b, uint64(uids[j]), 10)
+		b = append(b, ']')
+		i = j + 1
+	}
+	return string(append(b, ']'))
+}
+
+// appendIDsJSON appends ids as a JSON array.
+func appendIDsJSON(b []byte, ids []int64) []byte {
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as a JSON string. Keywords are atoms
+// (validKeyword), so the quick path is the usual one.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func applyFlags(cur int64, curKws string, op FlagOp, bits int64, kws []string) (int64, string) {
-	have := strings.Fields(curKws)
 	switch op {
 	case FlagsReplace:
-		cur, have = bits, kws
+		if len(kws) == 0 {
+			return bits, ""
+		}
+		return bits, " " + strings.Join(kws, " ") + " "
 	case FlagsAdd:
 		cur |= bits
+	case FlagsRemove:
+		cur &^= bits
+	}
+	if len(kws) == 0 {
+		return cur, curKws // system flags only: the keywords stay as they are
+	}
+	have := strings.Fields(curKws)
+	switch op {
+	case FlagsAdd:
 		for _, k := range kws {
 			if !slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, k) }) {
 				have = append(have, k)
 			}
 		}
 	case FlagsRemove:
-		cur &^= bits
 		have = slices.DeleteFunc(have, func(h string) bool {
 			return slices.ContainsFunc(kws, func(k string) bool { return strings.EqualFold(h, k) })
 		})
@@ -365,37 +496,67 @@ func (a *Account) Expunge(ctx context.Context, mailboxID int64, uids []uint32) (
 	return removed, err
 }
 
+// expungeTx removes uids from a mailbox in three set-based statements
+// (see UpdateFlags for why not one per message).
 func (a *Account) expungeTx(tx *txn, mailboxID int64, uids []uint32) ([]uint32, error) {
 	modseq, err := a.lockMailbox(tx, mailboxID)
 	if err != nil {
 		return nil, err
 	}
 	modseq++
-	uids = slices.Clone(uids)
-	slices.Sort(uids)
-	uids = slices.Compact(uids)
+	rows, err := tx.Query(`SELECT m.id, m.uid FROM json_each(?) r CROSS JOIN messages m
+		 WHERE m.mailbox_id = ? AND m.uid BETWEEN r.value->>0 AND r.value->>1`,
+		uidRangesJSON(uids), mailboxID)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
 	var removed []uint32
-	for _, uid := range uids {
-		res, err := tx.Exec("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", mailboxID, uid)
-		if err != nil {
+	for rows.Next() {
+		var id int64
+		var uid uint32
+		if err := rows.Scan(&id, &uid); err != nil {
+			rows.Close()
 			return nil, err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			continue
-		}
-		if _, err := tx.Exec(`INSERT INTO expunged(mailbox_id, uid, modseq) VALUES (?, ?, ?)
-			ON CONFLICT DO UPDATE SET modseq = excluded.modseq`, mailboxID, uid, modseq); err != nil {
-			return nil, err
-		}
+		ids = append(ids, id)
 		removed = append(removed, uid)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(removed) == 0 {
+		return nil, nil
+	}
+	if _, err := tx.Exec("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))", string(appendIDsJSON(nil, ids))); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(`INSERT INTO expunged(mailbox_id, uid, modseq)
+		SELECT ?, value, ? FROM json_each(?) WHERE true
+		ON CONFLICT DO UPDATE SET modseq = excluded.modseq`, mailboxID, modseq, uidsJSON(removed)); err != nil {
+		return nil, err
+	}
+	for _, uid := range removed {
 		tx.publish(Event{Kind: MessageExpunged, AccountID: a.ID, MailboxID: mailboxID, UID: uid, ModSeq: modseq})
 	}
-	if len(removed) > 0 {
-		if _, err := tx.Exec("UPDATE mailboxes SET highest_modseq = ? WHERE id = ?", modseq, mailboxID); err != nil {
-			return nil, err
-		}
+	if _, err := tx.Exec("UPDATE mailboxes SET highest_modseq = ? WHERE id = ?", modseq, mailboxID); err != nil {
+		return nil, err
 	}
 	return removed, nil
+}
+
+// uidsJSON returns uids as a JSON array.
+func uidsJSON(uids []uint32) string {
+	b := make([]byte, 0, 8*len(uids)+2)
+	b = append(b, '[')
+	for i, u := range uids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(u), 10)
+	}
+	return string(append(b, ']'))
 }
 
 // CopyResult maps a source UID to the UID of its copy (IMAP COPYUID).
@@ -435,6 +596,8 @@ func (a *Account) Move(ctx context.Context, from, to int64, uids []uint32) (Copy
 	return res, err
 }
 
+// copyTx reads the source set in one query and inserts the copies in one
+// statement (see UpdateFlags for why not one per message).
 func (a *Account) copyTx(tx *txn, from, to int64, uids []uint32, checkQuota bool) (CopyResult, error) {
 	var res CopyResult
 	if _, err := a.lockMailbox(tx, from); err != nil {
@@ -450,37 +613,50 @@ func (a *Account) copyTx(tx *txn, from, to int64, uids []uint32, checkQuota bool
 		return res, err
 	}
 	modseq++
-	uids = slices.Clone(uids)
-	slices.Sort(uids)
-	uids = slices.Compact(uids)
-	var added int64
-	for _, uid := range uids {
-		var blobID, size, date, bits int64
+	rows, err := tx.Query(`SELECT m.id, m.uid, m.flags, m.keywords FROM json_each(?) r CROSS JOIN messages m
+		 WHERE m.mailbox_id = ? AND m.uid BETWEEN r.value->>0 AND r.value->>1`,
+		uidRangesJSON(uids), from)
+	if err != nil {
+		return res, err
+	}
+	var ids []int64
+	var evs []Event
+	for rows.Next() {
+		var id, bits int64
+		var uid uint32
 		var kws string
-		err := tx.QueryRow("SELECT blob_id, size, internal_date, flags, keywords FROM messages WHERE mailbox_id = ? AND uid = ?", from, uid).
-			Scan(&blobID, &size, &date, &bits, &kws)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		} else if err != nil {
+		if err := rows.Scan(&id, &uid, &bits, &kws); err != nil {
+			rows.Close()
 			return res, err
 		}
-		if _, err := tx.Exec(`INSERT INTO messages(mailbox_id, uid, modseq, blob_id, size, internal_date, flags, keywords)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, to, uidnext, modseq, blobID, size, date, bits, kws); err != nil {
-			return res, err
-		}
+		ids = append(ids, id)
 		res.Source = append(res.Source, uid)
 		res.Dest = append(res.Dest, uidnext)
-		tx.publish(Event{Kind: MessageAdded, AccountID: a.ID, MailboxID: to, UID: uidnext, ModSeq: modseq, Flags: unpackFlags(bits, kws)})
+		evs = append(evs, Event{Kind: MessageAdded, AccountID: a.ID, MailboxID: to, UID: uidnext, ModSeq: modseq, Flags: unpackFlags(bits, kws)})
 		uidnext++
-		added += size
 	}
-	if len(res.Source) == 0 {
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return res, err
+	}
+	if len(ids) == 0 {
 		return res, nil
+	}
+	// json_each's key is the index in the array: the copy of ids[k] gets
+	// res.Dest[k].
+	if _, err := tx.Exec(`INSERT INTO messages(mailbox_id, uid, modseq, blob_id, size, internal_date, flags, keywords)
+		SELECT ?, ? + j.key, ?, m.blob_id, m.size, m.internal_date, m.flags, m.keywords
+		  FROM json_each(?) j CROSS JOIN messages m WHERE m.id = j.value`,
+		to, res.Dest[0], modseq, string(appendIDsJSON(nil, ids))); err != nil {
+		return res, err
 	}
 	if checkQuota {
 		if err := a.checkQuotaTx(tx, 0); err != nil {
 			return res, err
 		}
+	}
+	for _, ev := range evs {
+		tx.publish(ev)
 	}
 	_, err = tx.Exec("UPDATE mailboxes SET uidnext = ?, highest_modseq = ? WHERE id = ?", uidnext, modseq, to)
 	return res, err
