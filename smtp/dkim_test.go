@@ -3,6 +3,7 @@ package smtp
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -49,6 +50,22 @@ func TestDKIMSignVerify(t *testing.T) {
 	if sig, err := d.sign(ctx, other); err != nil || len(sig) != 0 {
 		t.Fatalf("signed a foreign From: %q %v", sig, err)
 	}
+	// The same message again (its job for another domain, or a retry)
+	// is not signed again; another message is.
+	if again, err := d.sign(ctx, msg); err != nil || !bytes.Equal(again, sig) {
+		t.Fatalf("same bytes signed anew: %v", err)
+	}
+	msg2 := append([]byte(nil), msg...)
+	msg2[len(msg2)-3] = 'x'
+	if sig2, err := d.sign(ctx, msg2); err != nil || bytes.Equal(sig2, sig) || bytes.Count(sig2, []byte("DKIM-Signature:")) != 2 {
+		t.Fatalf("another message got %q, %v", sig2, err)
+	}
+	for i := range dkimSignatureCache + 10 {
+		d.sign(ctx, append(append([]byte(nil), msg...), fmt.Sprintf("%d\r\n", i)...))
+	}
+	if len(d.sigs) != dkimSignatureCache || len(d.order) != dkimSignatureCache {
+		t.Fatalf("cache holds %d (%d in order), want %d", len(d.sigs), len(d.order), dkimSignatureCache)
+	}
 }
 
 // BenchmarkDKIMSign signs a 4 KiB message with both keys.
@@ -61,7 +78,7 @@ func BenchmarkDKIMSign(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := d.sign(ctx, msg); err != nil {
+		if _, err := d.signNew(ctx, msg); err != nil { // not the cache
 			b.Fatal(err)
 		}
 	}
