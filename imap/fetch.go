@@ -71,23 +71,25 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 				size += msgs[end].Size
 				end++
 			}
-			var raw map[int64][]byte
+			var raw map[uint32][]byte
 			if needsBody(options) {
-				ids := make([]int64, 0, end-start)
+				var uids []uint32
 				for i := start; i < end; i++ {
 					if seqs[i] != 0 && msgs[i].Size <= bodyBatchBytes {
-						ids = append(ids, msgs[i].ID)
+						uids = append(uids, msgs[i].UID)
 					}
 				}
-				if raw, err = sess.acct.InlineBodies(sess.ctx, ids); err != nil {
-					return sess.replyFor(err)
+				if len(uids) > 0 {
+					if raw, err = sess.acct.InlineBodies(sess.ctx, sess.sel.id, toRanges(uids)); err != nil {
+						return sess.replyFor(err)
+					}
 				}
 			}
 			for i := start; i < end; i++ {
 				if seqs[i] == 0 {
 					continue // expunged meanwhile, or not yet announced
 				}
-				m := &fetchMsg{MessageMeta: &msgs[i], raw: raw[msgs[i].ID]}
+				m := &fetchMsg{MessageMeta: &msgs[i], raw: raw[msgs[i].UID]}
 				if err := sess.fetchOne(w, seqs[i], m, options, seen[msgs[i].UID]); err != nil {
 					return err
 				}

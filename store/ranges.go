@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -16,9 +17,13 @@ type UIDRange struct {
 	Start, Stop uint32
 }
 
-// maxRangesPerQuery bounds the OR terms of one range query; longer lists
-// are split into several queries.
-const maxRangesPerQuery = 200
+// spanSlack is how many UIDs outside the asked ranges one range query
+// may read (before the factor spanDensity), so that nearby ranges share
+// one index scan; ranges further apart get a query each.
+const (
+	spanSlack   = 256
+	spanDensity = 4
+)
 
 // UIDs returns the UIDs of a mailbox in ascending order: what a protocol
 // keeps to number messages (IMAP sequence numbers) without loading them.
@@ -55,39 +60,80 @@ func (a *Account) UIDs(ctx context.Context, mailboxID int64) ([]uint32, error) {
 	return out, nil
 }
 
-// rangeCond returns an SQL condition on column uid for the ranges and its
-// arguments.
-func rangeCond(ranges []UIDRange) (string, []any) {
-	var b strings.Builder
-	args := make([]any, 0, 2*len(ranges))
-	b.WriteString("(")
-	for i, r := range ranges {
-		if i > 0 {
-			b.WriteString(" OR ")
+// spans groups ascending, disjoint ranges into UID spans that one index
+// range scan reads each: a span covers at most spanDensity times the
+// UIDs its ranges ask for, plus spanSlack. exact keeps one span per
+// range, for rows too large to read in vain (bodies).
+func spans(ranges []UIDRange, exact bool) []UIDRange {
+	if exact {
+		return ranges
+	}
+	var out []UIDRange
+	var asked uint64
+	for _, r := range ranges {
+		n := len(out)
+		if n > 0 {
+			span := uint64(r.Stop) - uint64(out[n-1].Start) + 1
+			if span <= spanDensity*(asked+uint64(r.Stop-r.Start)+1)+spanSlack {
+				out[n-1].Stop = r.Stop
+				asked += uint64(r.Stop-r.Start) + 1
+				continue
+			}
 		}
-		if r.Start == r.Stop {
-			b.WriteString("uid = ?")
-			args = append(args, r.Start)
+		out = append(out, r)
+		asked = uint64(r.Stop-r.Start) + 1
+	}
+	return out
+}
+
+// rangeFilter tells the UIDs of a span's rows that were asked for. The
+// UIDs it is given must not decrease.
+type rangeFilter struct {
+	ranges []UIDRange // normalised
+	next   int        // the first range that may hold the next UID
+}
+
+func (f *rangeFilter) has(uid uint32) bool {
+	for f.next < len(f.ranges) && f.ranges[f.next].Stop < uid {
+		f.next++
+	}
+	return f.next < len(f.ranges) && uid >= f.ranges[f.next].Start
+}
+
+// normRanges sorts ranges and merges those that overlap or touch.
+func normRanges(ranges []UIDRange) []UIDRange {
+	out := make([]UIDRange, 0, len(ranges))
+	for _, r := range ranges {
+		if r.Start > r.Stop {
+			r.Start, r.Stop = r.Stop, r.Start
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b UIDRange) int { return cmp.Compare(a.Start, b.Start) })
+	merged := out[:0]
+	for _, r := range out {
+		if n := len(merged); n > 0 && uint64(r.Start) <= uint64(merged[n-1].Stop)+1 {
+			merged[n-1].Stop = max(merged[n-1].Stop, r.Stop)
 			continue
 		}
-		b.WriteString("uid BETWEEN ? AND ?")
-		args = append(args, r.Start, r.Stop)
+		merged = append(merged, r)
 	}
-	b.WriteString(")")
-	return b.String(), args
+	return merged
 }
 
 // MessagesIn returns the messages of a mailbox whose UIDs fall in the
 // ranges, in UID order (each message once). A mailbox of another account
-// yields nothing.
+// is ErrNotFound.
 func (a *Account) MessagesIn(ctx context.Context, mailboxID int64, ranges []UIDRange) ([]Message, error) {
 	var out []Message
-	err := a.inRanges(ctx, mailboxID, ranges, messageSQL+" WHERE ", "", func(rows *sql.Rows) error {
+	err := a.inRanges(ctx, mailboxID, ranges, false, messageSQL+" WHERE ", "", func(rows *sql.Rows, f *rangeFilter) error {
 		m, err := scanMessage(rows)
 		if err != nil {
 			return err
 		}
-		out = append(out, m)
+		if f.has(m.UID) {
+			out = append(out, m)
+		}
 		return nil
 	})
 	return out, err
@@ -121,24 +167,28 @@ func (a *Account) MessagesWithMeta(ctx context.Context, mailboxID int64, ranges 
 	             ` + env + `, ` + structure + `, t.lines, t.attachments
 	        FROM messages m JOIN meta t ON t.blob_id = m.blob_id WHERE `
 	var out []MessageMeta
-	err := a.inRanges(ctx, mailboxID, ranges, q, "m.", func(rows *sql.Rows) error {
+	// The JSON columns are read in place (RawBytes) and decoded only for
+	// the rows kept.
+	var envJSON, structJSON, kws sql.RawBytes
+	err := a.inRanges(ctx, mailboxID, ranges, false, q, "m.", func(rows *sql.Rows, f *rangeFilter) error {
 		var mm MessageMeta
-		var envJSON, structJSON string
 		var date, bits int64
-		var kws string
 		if err := rows.Scan(&mm.ID, &mm.MailboxID, &mm.UID, &mm.ModSeq, &mm.Size, &date, &bits, &kws,
 			&envJSON, &structJSON, &mm.Meta.Lines, &mm.Meta.Attachments); err != nil {
 			return err
 		}
+		if !f.has(mm.UID) {
+			return nil
+		}
 		mm.Message.InternalDate = time.Unix(date, 0)
-		mm.Flags = unpackFlags(bits, kws)
-		if envJSON != "" {
-			if err := json.Unmarshal([]byte(envJSON), &mm.Meta.Envelope); err != nil {
+		mm.Flags = unpackFlags(bits, string(kws))
+		if len(envJSON) > 0 {
+			if err := decodeEnvelope(envJSON, &mm.Meta.Envelope); err != nil {
 				return fmt.Errorf("message %d envelope: %w", mm.ID, err)
 			}
 		}
-		if structJSON != "" {
-			if err := json.Unmarshal([]byte(structJSON), &mm.Meta.Structure); err != nil {
+		if len(structJSON) > 0 {
+			if err := json.Unmarshal(structJSON, &mm.Meta.Structure); err != nil {
 				return fmt.Errorf("message %d structure: %w", mm.ID, err)
 			}
 		}
@@ -148,9 +198,18 @@ func (a *Account) MessagesWithMeta(ctx context.Context, mailboxID int64, ranges 
 	return out, err
 }
 
-// inRanges runs query (ending in "WHERE ") for the mailbox and ranges,
-// in chunks, ordered by UID, calling scan per row.
-func (a *Account) inRanges(ctx context.Context, mailboxID int64, ranges []UIDRange, query, prefix string, scan func(*sql.Rows) error) error {
+// inRanges runs query (ending in "WHERE " or "AND ") for the mailbox
+// and ranges, ordered by UID, calling scan per row; scan keeps only the
+// rows whose UID f.has. The ranges are read as spans (see spans), one
+// index range scan each (see spans for exact), in one read transaction.
+// (SQLite answers a query with
+// several OR-ed UID ranges by scanning the whole mailbox, which made a
+// FETCH of a large mailbox quadratic.)
+func (a *Account) inRanges(ctx context.Context, mailboxID int64, ranges []UIDRange, exact bool, query, prefix string, scan func(rows *sql.Rows, f *rangeFilter) error) error {
+	ranges = normRanges(ranges)
+	if len(ranges) == 0 {
+		return nil
+	}
 	conn, err := a.st.reader.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("list messages: %w: %w", ErrTemporary, err)
@@ -164,20 +223,20 @@ func (a *Account) inRanges(ctx context.Context, mailboxID int64, ranges []UIDRan
 	if err := a.ownMailbox(ctx, tx, mailboxID); err != nil {
 		return err
 	}
-	for len(ranges) > 0 {
-		chunk := ranges[:min(len(ranges), maxRangesPerQuery)]
-		ranges = ranges[len(chunk):]
-		cond, args := rangeCond(chunk)
-		if prefix != "" {
-			cond = strings.ReplaceAll(cond, "uid", prefix+"uid")
-		}
-		rows, err := tx.QueryContext(ctx, query+prefix+"mailbox_id = ? AND "+cond+" ORDER BY "+prefix+"uid",
-			append([]any{mailboxID}, args...)...)
+	q := query + prefix + "mailbox_id = ? AND " + prefix + "uid BETWEEN ? AND ? ORDER BY " + prefix + "uid"
+	stmt, err := tx.PrepareContext(ctx, q)
+	if err != nil {
+		return fmt.Errorf("list messages: %w: %w", ErrTemporary, err)
+	}
+	defer stmt.Close()
+	f := &rangeFilter{ranges: ranges}
+	for _, sp := range spans(ranges, exact) {
+		rows, err := stmt.QueryContext(ctx, mailboxID, sp.Start, sp.Stop)
 		if err != nil {
 			return fmt.Errorf("list messages: %w: %w", ErrTemporary, err)
 		}
 		for rows.Next() {
-			if err := scan(rows); err != nil {
+			if err := scan(rows, f); err != nil {
 				rows.Close()
 				return fmt.Errorf("list messages: %w", err)
 			}
@@ -235,40 +294,36 @@ func (a *Account) Keywords(ctx context.Context, mailboxID int64) ([]string, erro
 	return out, nil
 }
 
-// InlineBodies returns the bytes of those given messages of this account
-// whose bodies live inside the database (all but the largest), in one
-// query; the others are absent from the map and are read with Open. The
-// caller bounds the total size it asks for.
-func (a *Account) InlineBodies(ctx context.Context, messageIDs []int64) (map[int64][]byte, error) {
-	out := make(map[int64][]byte, len(messageIDs))
-	for len(messageIDs) > 0 {
-		chunk := messageIDs[:min(len(messageIDs), maxRangesPerQuery)]
-		messageIDs = messageIDs[len(chunk):]
-		q := `SELECT m.id, b.data FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id JOIN blobs b ON b.id = m.blob_id
-		       WHERE x.account_id = ? AND b.data IS NOT NULL AND m.id IN (?` + strings.Repeat(", ?", len(chunk)-1) + `)`
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, a.ID)
-		for _, id := range chunk {
-			args = append(args, id)
+// InlineBodies returns the bytes of the messages of a mailbox whose UIDs
+// fall in the ranges and whose bodies live inside the database (all but
+// the largest), keyed by UID; the others are absent from the map and are
+// read with Open. The caller bounds the total size it asks for. A
+// mailbox of another account is ErrNotFound.
+func (a *Account) InlineBodies(ctx context.Context, mailboxID int64, ranges []UIDRange) (map[uint32][]byte, error) {
+	out := map[uint32][]byte{}
+	// The bytes share one buffer, grown as needed: one allocation per
+	// batch rather than one per message.
+	var arena []byte
+	err := a.inRanges(ctx, mailboxID, ranges, true, `SELECT m.uid, b.data FROM messages m JOIN blobs b ON b.id = m.blob_id
+		WHERE b.data IS NOT NULL AND `, "m.", func(rows *sql.Rows, f *rangeFilter) error {
+		var uid uint32
+		var data sql.RawBytes
+		if err := rows.Scan(&uid, &data); err != nil {
+			return err
 		}
-		rows, err := a.st.readRows(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("read bodies: %w: %w", ErrTemporary, err)
+		if !f.has(uid) {
+			return nil
 		}
-		for rows.Next() {
-			var id int64
-			var data []byte
-			if err := rows.Scan(&id, &data); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("read bodies: %w: %w", ErrTemporary, err)
-			}
-			out[id] = data
+		if cap(arena)-len(arena) < len(data) {
+			arena = make([]byte, 0, max(len(data), 1<<20))
 		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read bodies: %w: %w", ErrTemporary, err)
-		}
+		start := len(arena)
+		arena = append(arena, data...)
+		out[uid] = arena[start:len(arena):len(arena)]
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read bodies: %w", err)
 	}
 	return out, nil
 }
