@@ -8,7 +8,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/argon2"
@@ -365,8 +367,102 @@ const dummyHash = "$argon2id$v=19$m=7168,t=5,p=1$bWFpbGJveC1kdW1teS1zbA$o3WvNYE0
 // logins queues here instead of growing the process.
 func (st *Store) withHashSlot(fn func()) {
 	st.hashSlots <- struct{}{}
-	defer func() { <-st.hashSlots }()
+	st.hashMem.begin()
+	defer func() {
+		st.hashMem.end()
+		<-st.hashSlots
+	}()
 	fn()
+}
+
+// DefaultHashMemoryRelease is how long password hashing must have been
+// quiet before the store hands its memory back (Options.HashMemoryRelease).
+const DefaultHashMemoryRelease = time.Second
+
+// hashMemory returns the memory of password hashing to the operating
+// system once no hash has run for a while. Each argon2id computation
+// allocates argonMemKiB afresh; after a burst of logins the Go heap kept
+// that garbage, and then the free pages, as headroom for minutes: 1,000
+// IMAP logins two at a time left ~40 MiB resident beyond what the
+// sessions used. A release is a forced GC plus giving free pages back
+// (debug.FreeOSMemory): a few milliseconds of CPU, at most once per
+// quiet period, never while logins keep coming (their memory is reused
+// then). A nil *hashMemory does nothing.
+type hashMemory struct {
+	quiet   time.Duration
+	release func() // debug.FreeOSMemory; tests count calls instead
+
+	mu       sync.Mutex
+	inFlight int
+	last     time.Time   // when the last hash ended
+	timer    *time.Timer // armed while a release is pending
+	stopped  bool
+}
+
+// newHashMemory returns a releaser waiting quiet (0: the default) after
+// the last hash; negative means never.
+func newHashMemory(quiet time.Duration) *hashMemory {
+	if quiet < 0 {
+		return nil
+	}
+	if quiet == 0 {
+		quiet = DefaultHashMemoryRelease
+	}
+	return &hashMemory{quiet: quiet, release: debug.FreeOSMemory}
+}
+
+func (h *hashMemory) begin() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.inFlight++
+	h.mu.Unlock()
+}
+
+func (h *hashMemory) end() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.inFlight--
+	h.last = time.Now()
+	if h.timer == nil && !h.stopped {
+		h.timer = time.AfterFunc(h.quiet, h.check)
+	}
+}
+
+// check releases the memory if hashing has been quiet long enough, or
+// waits for the rest of the quiet period.
+func (h *hashMemory) check() {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return
+	}
+	if wait := h.quiet - time.Since(h.last); h.inFlight > 0 || wait > 0 {
+		h.timer.Reset(max(wait, h.quiet/4))
+		h.mu.Unlock()
+		return
+	}
+	h.timer = nil
+	h.mu.Unlock()
+	h.release()
+}
+
+// stop cancels a pending release (Store.Close).
+func (h *hashMemory) stop() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
 }
 
 // hashPassword returns an argon2id hash in the PHC string format.

@@ -76,6 +76,10 @@ type Options struct {
 	// SendLimits bound what each account may submit (Account.Submit);
 	// zero fields mean no limit.
 	SendLimits SendLimits
+	// HashMemoryRelease is how long password hashing must have been quiet
+	// before its memory goes back to the operating system (default
+	// DefaultHashMemoryRelease; negative: never). See hashMemory.
+	HashMemoryRelease time.Duration
 }
 
 // Store is the mail store. It is safe for concurrent use.
@@ -102,6 +106,7 @@ type Store struct {
 	locks   map[int64]bool // maildrops locked by a POP3 session
 
 	hashSlots chan struct{} // bounds concurrent argon2 computations
+	hashMem   *hashMemory   // returns their memory after a burst
 
 	readStmts sync.Map // query string -> *sql.Stmt on the reader pool
 	readCount atomic.Int32
@@ -174,6 +179,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		batchMax:  opts.BatchMax,
 		locks:     map[int64]bool{},
 		hashSlots: make(chan struct{}, max(2, runtime.NumCPU())),
+		hashMem:   newHashMemory(opts.HashMemoryRelease),
 		queued:    make(chan struct{}, 1),
 	}
 	st.sendLimits = opts.SendLimits
@@ -256,6 +262,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 func (st *Store) Close() error {
 	var err error
 	st.closeOnce.Do(func() {
+		st.hashMem.stop()
 		if st.writes != nil {
 			st.closeMu.Lock()
 			st.closed = true

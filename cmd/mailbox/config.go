@@ -128,6 +128,10 @@ type AuthConfig struct {
 	FailedLoginDelay    Duration `toml:"failed_login_delay"`
 	FailedLoginMaxDelay Duration `toml:"failed_login_max_delay"`
 	FailedLoginWindow   Duration `toml:"failed_login_window"`
+	// HashMemoryRelease: once no password has been hashed for this long,
+	// the memory of the last burst of logins goes back to the system; 0
+	// never (store.Options.HashMemoryRelease).
+	HashMemoryRelease Duration `toml:"hash_memory_release"`
 }
 
 // LogConfig sets up the one logger.
@@ -183,6 +187,7 @@ func defaultConfig() Config {
 			FailedLoginDelay:    Duration(throttle.DefaultBaseDelay),
 			FailedLoginMaxDelay: Duration(throttle.DefaultMaxDelay),
 			FailedLoginWindow:   Duration(throttle.DefaultWindow),
+			HashMemoryRelease:   Duration(store.DefaultHashMemoryRelease),
 		},
 		Log:      LogConfig{Level: defaultLogLevel, Format: defaultLogFormat},
 		DNS:      defaultDNSConfig(),

@@ -124,7 +124,11 @@ func serve(ctx context.Context, c *cli, cfg Config) error {
 		}
 	}()
 
-	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: log, SendLimits: sendLimits(&cfg)})
+	hashRelease := time.Duration(cfg.Auth.HashMemoryRelease)
+	if hashRelease == 0 {
+		hashRelease = -1 // "0s" in the config: never
+	}
+	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: log, SendLimits: sendLimits(&cfg), HashMemoryRelease: hashRelease})
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
