@@ -186,19 +186,21 @@ func hashBytes(data []byte) string {
 // files are removed after the commit, and only if no blob row for the same
 // hash came back in the meantime (a new delivery of the same bytes).
 func (st *Store) dropUnreferencedBlobs(tx *txn) error {
-	rows, err := tx.Query("SELECT id, hash, data IS NULL FROM blobs WHERE refs <= 0")
+	rows, err := tx.Query(`SELECT b.id, b.hash, b.data IS NULL, u.blob_id IS NOT NULL
+		FROM blobs b LEFT JOIN unindexed u ON u.blob_id = b.id WHERE b.refs <= 0`)
 	if err != nil {
 		return err
 	}
 	type dead struct {
-		id     int64
-		hash   []byte
-		isFile bool
+		id        int64
+		hash      []byte
+		isFile    bool
+		unindexed bool
 	}
 	var list []dead
 	for rows.Next() {
 		var d dead
-		if err := rows.Scan(&d.id, &d.hash, &d.isFile); err != nil {
+		if err := rows.Scan(&d.id, &d.hash, &d.isFile, &d.unindexed); err != nil {
 			rows.Close()
 			return err
 		}
@@ -209,7 +211,11 @@ func (st *Store) dropUnreferencedBlobs(tx *txn) error {
 		return err
 	}
 	for _, d := range list {
-		if _, err := tx.Exec("DELETE FROM blob_text WHERE rowid = ?", d.id); err != nil {
+		q := "DELETE FROM blob_text WHERE rowid = ?"
+		if d.unindexed {
+			q = "DELETE FROM unindexed WHERE blob_id = ?"
+		}
+		if _, err := tx.Exec(q, d.id); err != nil {
 			return err
 		}
 		if _, err := tx.Exec("DELETE FROM blobs WHERE id = ?", d.id); err != nil {

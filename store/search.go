@@ -407,6 +407,12 @@ func (a *Account) Search(ctx context.Context, mailboxID int64, c SearchCriteria)
 	if err := checkCriteria(&c); err != nil {
 		return nil, err
 	}
+	text := hasTextCondition(&c)
+	if text {
+		if err := a.st.awaitIndexed(ctx, mailboxID); err != nil {
+			return nil, err
+		}
+	}
 	conn, err := a.st.reader.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("search: %w: %w", ErrTemporary, err)
@@ -428,7 +434,7 @@ func (a *Account) Search(ctx context.Context, mailboxID int64, c SearchCriteria)
 			return nil, fmt.Errorf("search headers: %w: %w", ErrTemporary, err)
 		}
 	}
-	query, args, err := searchQuery(mailboxID, &c, headerUIDs)
+	query, args, err := searchQueryWith(mailboxID, &c, headerUIDs, text)
 	if err != nil {
 		return nil, err
 	}
@@ -650,6 +656,15 @@ func joinTerms(terms []sqlTerm, op string) sqlTerm {
 // missing from it matches nothing. User input only ever travels as
 // arguments.
 func searchQuery(mailboxID int64, c *SearchCriteria, headerUIDs map[HeaderMatch][]uint32) (string, []any, error) {
+	return searchQueryWith(mailboxID, c, headerUIDs, false)
+}
+
+// searchQueryWith is searchQuery; indexedOnly leaves out messages whose
+// text the indexer has not reached. Search sets it for criteria that use
+// the index: it has waited for every message the mailbox held when it
+// began (awaitIndexed), so only messages that arrived during the search
+// are left out, and none of them is wrongly matched by NOT BODY.
+func searchQueryWith(mailboxID int64, c *SearchCriteria, headerUIDs map[HeaderMatch][]uint32, indexedOnly bool) (string, []any, error) {
 	if err := checkCriteria(c); err != nil {
 		return "", nil, err
 	}
@@ -658,8 +673,11 @@ func searchQuery(mailboxID int64, c *SearchCriteria, headerUIDs map[HeaderMatch]
 		return "", nil, err
 	}
 	query := `SELECT m.uid FROM messages m JOIN meta t ON t.blob_id = m.blob_id
-	 WHERE m.mailbox_id = ? AND ` + where.sql + ` ORDER BY m.uid`
-	return query, append([]any{mailboxID}, where.args...), nil
+	 WHERE m.mailbox_id = ? AND ` + where.sql
+	if indexedOnly {
+		query += ` AND m.blob_id NOT IN (SELECT blob_id FROM unindexed)`
+	}
+	return query + ` ORDER BY m.uid`, append([]any{mailboxID}, where.args...), nil
 }
 
 func criteriaTerm(mailboxID int64, c *SearchCriteria, headerUIDs map[HeaderMatch][]uint32) (sqlTerm, error) {

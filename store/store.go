@@ -80,6 +80,11 @@ type Options struct {
 	// before its memory goes back to the operating system (default
 	// DefaultHashMemoryRelease; negative: never). See hashMemory.
 	HashMemoryRelease time.Duration
+	// IndexBacklog is the number of messages waiting for the full-text
+	// index up to which indexing waits for the writer to be idle; past it,
+	// indexing shares the writer with deliveries (default
+	// DefaultIndexBacklog).
+	IndexBacklog int
 }
 
 // Store is the mail store. It is safe for concurrent use.
@@ -97,7 +102,10 @@ type Store struct {
 	sendLimits SendLimits
 	queued     chan struct{} // signalled after a commit that queued mail
 	writes     chan *writeReq
+	lowWrites  chan *writeReq // the indexer's chunks, see writeWith
 	stopped    chan struct{}
+	index      *indexer
+	ckpt       *checkpointer
 	closeOnce  sync.Once
 	closeMu    sync.RWMutex // held shared while queueing a write
 	closed     bool
@@ -181,6 +189,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		hashSlots: make(chan struct{}, max(2, runtime.NumCPU())),
 		hashMem:   newHashMemory(opts.HashMemoryRelease),
 		queued:    make(chan struct{}, 1),
+		index:     newIndexer(opts.IndexBacklog),
 	}
 	st.sendLimits = opts.SendLimits
 	if st.log == nil {
@@ -218,9 +227,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	// Savepoints (one per request in a group commit) keep their undo
 	// pages in memory rather than in a temporary file.
 	q.Add("_pragma", "temp_store(MEMORY)")
+	// Checkpoints run in the background (checkpoint.go); this one is the
+	// backstop.
+	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walBackstopPages))
 	q.Set("_txlock", "immediate")
 	u.RawQuery = q.Encode()
-	st.writer, err = sql.Open("sqlite", u.String())
+	writerDSN := u.String()
+	st.writer, err = sql.Open("sqlite", writerDSN)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -247,13 +260,20 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	st.reader.SetMaxOpenConns(readConns)
 	st.reader.SetMaxIdleConns(readConns)
 	st.reader.SetConnMaxIdleTime(time.Minute)
+	if err := st.startCheckpointer(writerDSN); err != nil {
+		st.reader.Close()
+		st.writer.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 
 	st.writes = make(chan *writeReq, st.batchMax)
+	st.lowWrites = make(chan *writeReq, 1)
 	st.stopped = make(chan struct{})
 	go st.writeLoop()
 	if err := st.sweepBlobs(ctx); err != nil {
 		st.log.Warn("sweep unreferenced blobs", "err", err)
 	}
+	st.startIndexer()
 	return st, nil
 }
 
@@ -264,12 +284,14 @@ func (st *Store) Close() error {
 	st.closeOnce.Do(func() {
 		st.hashMem.stop()
 		if st.writes != nil {
+			st.stopIndexer()
 			st.closeMu.Lock()
 			st.closed = true
 			close(st.writes)
 			st.closeMu.Unlock()
 			<-st.stopped
 		}
+		err = errors.Join(err, st.stopCheckpointer())
 		st.readStmts.Range(func(_, s any) bool {
 			s.(*sql.Stmt).Close()
 			return true

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Writes go through one goroutine that owns the writer connection. It takes
@@ -95,6 +96,13 @@ var errClosed = errors.New("store closed")
 // ctx is cancelled, so a caller never reports failure for a committed
 // change.
 func (st *Store) write(ctx context.Context, fn func(tx *txn) error) error {
+	return st.writeWith(ctx, false, fn)
+}
+
+// writeWith is write, with low asking for the low-priority queue: the
+// writer takes such a request only when no other has been queued for
+// writerIdle, or when the indexer says it is urgent (see indexer.go).
+func (st *Store) writeWith(ctx context.Context, low bool, fn func(tx *txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -104,9 +112,49 @@ func (st *Store) write(ctx context.Context, fn func(tx *txn) error) error {
 		st.closeMu.RUnlock()
 		return fmt.Errorf("%w: %w", ErrTemporary, errClosed)
 	}
-	st.writes <- req // the writer never takes closeMu, so this cannot deadlock
+	// The writer never takes closeMu, so these cannot deadlock.
+	if low {
+		st.lowWrites <- req
+	} else {
+		st.writes <- req
+	}
 	st.closeMu.RUnlock()
 	return <-req.done
+}
+
+// writerIdle is how long no write request may have been queued before
+// the writer serves the low-priority queue.
+const writerIdle = 10 * time.Millisecond
+
+// nextWrite waits for the request that opens the next batch: a normal
+// one if any is queued, else a low-priority one once the writer has been
+// idle for writerIdle (at once if it is urgent). It returns nil when the
+// store closes.
+func (st *Store) nextWrite(idle *time.Timer) *writeReq {
+	if len(st.lowWrites) > 0 && st.index.urgentNow() {
+		select {
+		case r := <-st.lowWrites:
+			return r
+		default:
+		}
+	}
+	select {
+	case r := <-st.writes:
+		return r
+	default:
+	}
+	idle.Reset(writerIdle)
+	select {
+	case r := <-st.writes:
+		return r
+	case <-idle.C:
+	}
+	select {
+	case r := <-st.writes:
+		return r
+	case r := <-st.lowWrites:
+		return r
+	}
 }
 
 func (st *Store) writeLoop() {
@@ -118,7 +166,13 @@ func (st *Store) writeLoop() {
 			s.Close()
 		}
 	}()
-	for req := range st.writes {
+	idle := time.NewTimer(writerIdle)
+	defer idle.Stop()
+	for {
+		req := st.nextWrite(idle)
+		if req == nil {
+			return
+		}
 		batch = append(batch[:0], req)
 	drain:
 		for len(batch) < st.batchMax {
@@ -185,6 +239,7 @@ func (st *Store) commitBatch(batch []*writeReq, stmts *stmtCache) {
 			fail(err)
 			return
 		}
+		st.ckpt.poke()
 	}
 	for i, r := range batch {
 		if errs[i] == nil {
