@@ -268,3 +268,62 @@ func TestManyIdleConnections(t *testing.T) {
 		t.Errorf("slowest EXISTS after %v", worst)
 	}
 }
+
+// A selected session that never reads its updates (no IDLE, no command)
+// is disconnected with BYE once its backlog passes MaxPendingUpdates and
+// it has been silent for PendingGrace; an IDLE session in the same
+// mailbox gets every update and stays, and so does the session whose own
+// STOREs made the changes.
+func TestSilentSessionBacklogIsBounded(t *testing.T) {
+	const limit = 40
+	ts := newTestServer(t, testMessages(10), func(o *Options) {
+		o.MaxPendingUpdates = limit
+		o.PendingGrace = 200 * time.Millisecond
+	})
+	open := func() *rawConn {
+		c := dialRaw(t, ts.addr)
+		c.send(t, `a LOGIN alice@example.test "alice secret"`)
+		c.expect(t, "a OK")
+		c.send(t, "b SELECT INBOX")
+		c.expect(t, "b OK")
+		return c
+	}
+	silent, idle, storer := open(), open(), open()
+	idle.send(t, "c IDLE")
+	idle.expect(t, "+")
+	time.Sleep(300 * time.Millisecond) // past the grace for the silent one
+
+	// 12 STOREs of 10 messages: 120 FETCH updates for each other session,
+	// three times the limit, and each STORE's own FETCH for the storer.
+	for i := range 12 {
+		op := "+"
+		if i%2 == 1 {
+			op = "-"
+		}
+		storer.send(t, fmt.Sprintf("s%d STORE 1:10 %sFLAGS.SILENT (\\Flagged)", i, op))
+		storer.expect(t, fmt.Sprintf("s%d OK", i))
+		if i == 0 {
+			// The IDLE session reads as it goes (its read resets the count).
+			for range 10 {
+				idle.expect(t, "* ")
+			}
+		}
+	}
+	line := silent.expect(t, "* BYE")
+	if !strings.Contains(line, "reconnect") {
+		t.Errorf("BYE line %q", line)
+	}
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.r.ReadString('\n'); err == nil {
+		t.Error("connection still open after BYE")
+	}
+
+	// The IDLE session saw the last change, and both others still work.
+	idle.expect(t, `* 10 FETCH (UID 10 FLAGS ())`)
+	idle.send(t, "DONE")
+	idle.expect(t, "c OK")
+	idle.send(t, "d NOOP")
+	idle.expect(t, "d OK")
+	storer.send(t, "n NOOP")
+	storer.expect(t, "n OK")
+}

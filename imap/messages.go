@@ -37,7 +37,9 @@ func (sess *session) updateFlags(uids []uint32, op store.FlagOp, flags []string)
 	defer as.mu.Unlock()
 	as.applyLocked(nil)
 	res, err := sess.acct.UpdateFlags(sess.ctx, sess.sel.id, uids, op, flags)
+	sess.storing.Store(true) // its own FETCH FLAGS are not queued for it
 	as.applyLocked(&own{mailboxID: sess.sel.id, modseq: res.ModSeq, tracker: sess.sel.tracker})
+	sess.storing.Store(false)
 	return res, err
 }
 

@@ -37,6 +37,7 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (*imap.Sel
 		return nil, sess.replyFor(err)
 	}
 	sess.sel = &selected{mb: state, tracker: tracker, id: mb.ID, readOnly: options.ReadOnly}
+	sess.polling() // a new tracker: nothing is queued for the session yet
 
 	keywords, err := sess.acct.Keywords(sess.ctx, mb.ID)
 	if err != nil {
@@ -107,6 +108,9 @@ func (sess *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if sess.sel == nil {
 		return nil
 	}
+	if allowExpunge { // otherwise the queue may keep its expunges
+		sess.polling()
+	}
 	return sess.sel.tracker.Poll(w, allowExpunge)
 }
 
@@ -132,7 +136,7 @@ func (sess *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) erro
 		<-stop
 		return nil
 	}
-	return sel.tracker.Idle(w, stop)
+	return sess.idleUpdates(sel.tracker, w, stop)
 }
 
 // Numbering. The server's view of a mailbox is mailboxState.uids; the

@@ -59,6 +59,13 @@ const (
 	// DefaultShutdownGrace is how long Shutdown waits for a command in
 	// progress when its context has no deadline.
 	DefaultShutdownGrace = 10 * time.Second
+	// DefaultMaxPendingUpdates bounds the updates (EXISTS, EXPUNGE, FETCH
+	// FLAGS) kept for a selected session that does not read them: about
+	// 150 bytes each, so ~1.5 MiB per silent session (see backlog.go).
+	DefaultMaxPendingUpdates = 10_000
+	// DefaultPendingGrace is how long a session over MaxPendingUpdates
+	// may go without reading its updates before it is disconnected.
+	DefaultPendingGrace = 30 * time.Second
 )
 
 // Options configures a Server. Zero values mean the documented default.
@@ -96,6 +103,13 @@ type Options struct {
 	// WriteTimeout bounds each write to a client (default
 	// DefaultWriteTimeout).
 	WriteTimeout time.Duration
+	// MaxPendingUpdates (default DefaultMaxPendingUpdates) bounds the
+	// updates queued for a selected session between two reads of them
+	// (a command or IDLE); a session past it that has not read them for
+	// PendingGrace (default DefaultPendingGrace) and is not running a
+	// command gets "* BYE" and is disconnected.
+	MaxPendingUpdates int
+	PendingGrace      time.Duration
 }
 
 // Server is an IMAP server over the store. It is safe for concurrent use.
@@ -152,6 +166,12 @@ func New(opts Options) *Server {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.MaxPendingUpdates <= 0 {
+		opts.MaxPendingUpdates = DefaultMaxPendingUpdates
+	}
+	if opts.PendingGrace <= 0 {
+		opts.PendingGrace = DefaultPendingGrace
 	}
 	if opts.AppendMemory <= 0 {
 		opts.AppendMemory = DefaultAppendMemory

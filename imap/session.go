@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -45,6 +46,14 @@ type session struct {
 	byeOnce    sync.Once
 	idleDone   chan struct{} // closed when the last Idle call returned
 
+	// Update backlog (backlog.go), touched by the account's event
+	// goroutine as well as the session's.
+	backlog  atomic.Int64  // updates queued since the session last read them all
+	lastPoll atomic.Int64  // unix nanoseconds of that read
+	storing  atomic.Bool   // applying its own flag change (under accountState.mu)
+	kicked   atomic.Bool   // told BYE for its backlog
+	wake     chan struct{} // an update was queued (IDLE writes it)
+
 	acct        *store.Account
 	as          *accountState
 	appendLimit uint32
@@ -75,7 +84,9 @@ func newSession(srv *Server, c *imapserver.Conn, id, ipKey string) *session {
 		ctx:        ctx,
 		cancel:     cancel,
 		lastActive: time.Now(),
+		wake:       make(chan struct{}, 1),
 	}
+	sess.lastPoll.Store(time.Now().UnixNano())
 	sess.timer = time.AfterFunc(srv.opts.AuthTimeout, sess.watchdog)
 	return sess
 }

@@ -142,6 +142,7 @@ func (as *accountState) applyLocked(mine *own) {
 				// One EXISTS step per message: SessionTracker.EncodeSeqNum
 				// only recognises increments of one.
 				mb.tracker.QueueNumMessages(uint32(len(mb.uids)))
+				mb.noteQueued(1, nil)
 			}
 			mb.mu.Unlock()
 		case store.MessageExpunged:
@@ -162,6 +163,7 @@ func (as *accountState) applyLocked(mine *own) {
 					source = mine.tracker
 				}
 				mb.tracker.QueueMessageFlags(uint32(k+1), imap.UID(ev.UID), imapFlags(ev.Flags), source)
+				mb.noteQueued(1, source)
 			}
 			mb.mu.Unlock()
 		case store.MailboxDeleted:
@@ -257,6 +259,7 @@ func (mb *mailboxState) expungeLocked(evs []store.Event) {
 	for i := len(idx) - 1; i >= 0; i-- {
 		mb.tracker.QueueExpunge(uint32(idx[i] + 1))
 	}
+	mb.noteQueued(len(idx), nil)
 	// Compact in place: keep every index not in idx.
 	out := mb.uids[:idx[0]]
 	next := 0

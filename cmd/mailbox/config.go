@@ -107,6 +107,9 @@ type IMAPConfig struct {
 	// AppendLimit is the largest APPEND; 0 means smtp.max_message_size, so
 	// what can be delivered can also be uploaded.
 	AppendLimit Size `toml:"append_limit"`
+	// MaxPendingUpdates bounds the updates kept for a selected session
+	// that does not read them (imap.Options.MaxPendingUpdates).
+	MaxPendingUpdates int `toml:"max_pending_updates"`
 }
 
 // WebConfig holds the webmail's limits and timeouts (both web listeners).

@@ -127,6 +127,7 @@ func defaultIMAPConfig() IMAPConfig {
 		WriteTimeout:        Duration(imap.DefaultWriteTimeout),
 		MaxConnections:      imap.DefaultMaxConns,
 		MaxConnectionsPerIP: imap.DefaultMaxConnsPerIP,
+		MaxPendingUpdates:   imap.DefaultMaxPendingUpdates,
 	}
 }
 
@@ -152,6 +153,8 @@ func (d *deps) imap() *imap.Server {
 			MaxConns:       c.MaxConnections,
 			MaxConnsPerIP:  c.MaxConnectionsPerIP,
 			AppendLimit:    appendLimit,
+
+			MaxPendingUpdates: c.MaxPendingUpdates,
 		})
 	}
 	return d.imapServer
