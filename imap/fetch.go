@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime/quotedprintable"
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
@@ -50,6 +51,9 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 				seen[m.UID] = true
 			}
 		}
+	}
+	if onlyFlags(options) {
+		return sess.fetchFlags(w, uids, options)
 	}
 	fields := metaFields(options)
 	for len(uids) > 0 {
@@ -95,6 +99,80 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 				}
 			}
 			start = end
+		}
+	}
+	return nil
+}
+
+// onlyFlags reports whether a FETCH asks for nothing but UID and FLAGS,
+// which the shared mailbox state holds for every message.
+func onlyFlags(options *imap.FetchOptions) bool {
+	return !options.Envelope && options.BodyStructure == nil && !options.InternalDate && !options.RFC822Size &&
+		len(options.BodySection) == 0 && len(options.BinarySection) == 0 && len(options.BinarySectionSize) == 0 &&
+		!options.ModSeq && options.ChangedSince == 0
+}
+
+// flagsEntry is one message of a FETCH answered from the mailbox state.
+type flagsEntry struct {
+	seq, uid uint32
+	system   store.SystemFlags
+	keywords string
+}
+
+// fetchFlags answers a FETCH of UID and FLAGS from the shared mailbox
+// state, without the store: a chunk at a time is copied under the read
+// lock, then written with no lock held.
+func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, options *imap.FetchOptions) error {
+	sel := sess.sel
+	// The FLAGS lists of the system-flag combinations, built as needed.
+	var lists [32][]imap.Flag
+	listFor := func(e *flagsEntry) []imap.Flag {
+		if e.keywords != "" {
+			return imapFlags(append(e.system.Names(), strings.Fields(e.keywords)...))
+		}
+		l := lists[e.system&31]
+		if l == nil {
+			l = imapFlags(e.system.Names())
+			lists[e.system&31] = l
+		}
+		return l
+	}
+	buf := make([]flagsEntry, 0, min(len(uids), fetchChunk))
+	for len(uids) > 0 {
+		chunk := uids[:min(len(uids), fetchChunk)]
+		uids = uids[len(chunk):]
+		buf = buf[:0]
+		sel.mb.mu.RLock()
+		pos, prev := 0, uint32(0)
+		for _, uid := range chunk {
+			if uid < prev { // "$" may come unsorted
+				pos = 0
+			}
+			prev = uid
+			k, ok := slices.BinarySearch(sel.mb.uids[pos:], uid)
+			pos += k
+			if !ok {
+				continue // expunged meanwhile
+			}
+			seq := sel.tracker.EncodeSeqNum(uint32(pos + 1))
+			if seq == 0 {
+				continue // not yet announced
+			}
+			buf = append(buf, flagsEntry{seq: seq, uid: uid, system: sel.mb.system[pos], keywords: sel.mb.keywords[uid]})
+		}
+		sel.mb.mu.RUnlock()
+		for i := range buf {
+			e := &buf[i]
+			rw := w.CreateMessage(e.seq)
+			if options.UID {
+				rw.WriteUID(imap.UID(e.uid))
+			}
+			if options.Flags {
+				rw.WriteFlags(listFor(e))
+			}
+			if err := rw.Close(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -319,7 +397,11 @@ func (sess *session) writeBodySection(rw *imapserver.FetchResponseWriter, m *fet
 	}
 	po, pn := partial(bs.Partial, n)
 	lw := rw.WriteBodySection(bs, pn)
-	if pn > 0 {
+	if pn > 0 && m.raw != nil && off+po+pn <= int64(len(m.raw)) {
+		if _, err := lw.Write(m.raw[off+po : off+po+pn]); err != nil {
+			return err
+		}
+	} else if pn > 0 {
 		rc, err := sess.openRange(m, off+po, pn)
 		if err != nil {
 			return err

@@ -32,20 +32,17 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (*imap.Sel
 	if err != nil {
 		return nil, sess.replyFor(err)
 	}
-	state, tracker, n, err := sess.as.open(sess.ctx, sess.acct, mb.ID, sess)
+	state, tracker, n, err := sess.as.open(sess.ctx, sess.acct, mb, sess)
 	if err != nil {
 		return nil, sess.replyFor(err)
 	}
 	sess.sel = &selected{mb: state, tracker: tracker, id: mb.ID, readOnly: options.ReadOnly}
 	sess.polling() // a new tracker: nothing is queued for the session yet
 
-	keywords, err := sess.acct.Keywords(sess.ctx, mb.ID)
-	if err != nil {
-		sess.unselect()
-		return nil, sess.replyFor(err)
-	}
+	// FLAGS, UIDNEXT and the first unseen message come from the shared
+	// state, which holds every message's flags: no query per SELECT.
 	flags := slices.Clone(systemFlags)
-	for _, k := range keywords {
+	for _, k := range state.keywordsInUse() {
 		flags = append(flags, imap.Flag(k))
 	}
 	data := &imap.SelectData{
@@ -65,22 +62,13 @@ func (sess *session) Select(name string, options *imap.SelectOptions) (*imap.Sel
 	if k := len(state.uids); k > 0 && state.uids[k-1] >= uint32(data.UIDNext) {
 		data.UIDNext = imap.UID(state.uids[k-1] + 1)
 	}
-	state.mu.RUnlock()
 	if !sess.conn.EnabledCaps().Has(imap.CapIMAP4rev2) {
 		// IMAP4rev1 clients get the first unseen message (RFC 3501 §6.3.1).
-		uid, err := sess.acct.FirstUnseen(sess.ctx, mb.ID)
-		if err != nil {
-			sess.unselect()
-			return nil, sess.replyFor(err)
-		}
-		if uid != 0 {
-			state.mu.RLock()
-			if k, ok := slices.BinarySearch(state.uids, uid); ok {
-				data.FirstUnseenSeqNum = tracker.EncodeSeqNum(uint32(k + 1))
-			}
-			state.mu.RUnlock()
+		if k := state.firstUnseenLocked(); k != 0 {
+			data.FirstUnseenSeqNum = tracker.EncodeSeqNum(k)
 		}
 	}
+	state.mu.RUnlock()
 	return data, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/emersion/go-imap/v2"
@@ -17,8 +18,11 @@ import (
 // Invariants:
 //   - One accountState per account with a logged-in session; it holds the
 //     account's one store subscription and applies its events in order.
-//   - One mailboxState per mailbox selected by at least one session; it
-//     holds the mailbox's UIDs in the server's view and the one
+//   - One mailboxState per mailbox selected by at least one session, and
+//     up to maxIdleMailboxes more per account that no session selects
+//     now (so SELECT again, or in another connection, does not read the
+//     mailbox again). It holds the mailbox's UIDs and flags in the
+//     server's view, kept current by the account's events, and the one
 //     imapserver.MailboxTracker of that mailbox.
 //   - uids and the tracker's message count change together, only under
 //     accountState.mu and mailboxState.mu (write), so every expunge is
@@ -94,6 +98,7 @@ type accountState struct {
 	// own changes from others' (STORE) holds it across its store write.
 	mu        sync.Mutex
 	mailboxes map[int64]*mailboxState
+	clock     uint64 // counts closes, to find the mailbox left longest ago
 }
 
 func (as *accountState) loop() {
@@ -138,7 +143,10 @@ func (as *accountState) applyLocked(mine *own) {
 		case store.MessageAdded:
 			mb.mu.Lock()
 			if n := len(mb.uids); n == 0 || ev.UID > mb.uids[n-1] {
+				sys, kws := store.SplitFlags(ev.Flags)
 				mb.uids = append(mb.uids, ev.UID)
+				mb.system = append(mb.system, sys)
+				mb.setKeywordsLocked(ev.UID, kws)
 				// One EXISTS step per message: SessionTracker.EncodeSeqNum
 				// only recognises increments of one.
 				mb.tracker.QueueNumMessages(uint32(len(mb.uids)))
@@ -158,6 +166,11 @@ func (as *accountState) applyLocked(mine *own) {
 		case store.FlagsChanged:
 			mb.mu.Lock()
 			if k, ok := slices.BinarySearch(mb.uids, ev.UID); ok {
+				if ev.ModSeq > mb.modseq { // older changes are in the view
+					sys, kws := store.SplitFlags(ev.Flags)
+					mb.system[k] = sys
+					mb.setKeywordsLocked(ev.UID, kws)
+				}
 				var source *imapserver.SessionTracker
 				if mine != nil && mine.mailboxID == ev.MailboxID && mine.modseq == ev.ModSeq {
 					source = mine.tracker
@@ -172,42 +185,56 @@ func (as *accountState) applyLocked(mine *own) {
 			for s := range mb.sessions {
 				go s.bye("Selected mailbox was deleted")
 			}
+			if len(mb.sessions) == 0 {
+				delete(as.mailboxes, mb.id)
+			}
 			mb.mu.Unlock()
 		}
 	}
 }
 
 // open returns the live state of a mailbox for a session that selects
-// it, loading its UIDs on first use, and the session's tracker. The
+// it, reading its view on first use, and the session's tracker. The
 // tracker is created under the lock, so the count returned is exactly
 // the view the tracker starts from.
-func (as *accountState) open(ctx context.Context, acct *store.Account, mailboxID int64, sess *session) (*mailboxState, *imapserver.SessionTracker, uint32, error) {
+func (as *accountState) open(ctx context.Context, acct *store.Account, mb0 store.Mailbox, sess *session) (*mailboxState, *imapserver.SessionTracker, uint32, error) {
 	as.mu.Lock()
 	defer as.mu.Unlock()
-	mb := as.mailboxes[mailboxID]
+	// Events before the snapshot are for other mailboxes or already in
+	// it; those after it are recognised by UID (added, expunged) or
+	// modseq (flags) when applied.
+	as.applyLocked(nil)
+	mb := as.mailboxes[mb0.ID]
 	if mb != nil {
 		mb.mu.RLock()
-		deleted := mb.deleted
+		// A new mailbox that reuses the ID of a deleted one (whose event
+		// may not be here yet) has another UIDVALIDITY.
+		stale := mb.deleted || mb.uidValidity != mb0.UIDValidity
 		mb.mu.RUnlock()
-		if deleted { // a new mailbox that reuses the ID of a deleted one
+		if stale {
 			mb = nil
 		}
 	}
 	if mb == nil {
-		// Events before the snapshot are for other mailboxes or already
-		// in it; those after it are recognised by UID when applied.
-		as.applyLocked(nil)
-		uids, err := acct.UIDs(ctx, mailboxID)
+		v, err := acct.View(ctx, mb0.ID)
 		if err != nil {
 			return nil, nil, 0, err
 		}
 		mb = &mailboxState{
-			id:       mailboxID,
-			uids:     uids,
-			tracker:  imapserver.NewMailboxTracker(uint32(len(uids))),
-			sessions: map[*session]struct{}{},
+			id:          mb0.ID,
+			uidValidity: mb0.UIDValidity,
+			tracker:     imapserver.NewMailboxTracker(uint32(len(v.UIDs))),
+			uids:        v.UIDs,
+			system:      v.System,
+			keywords:    map[uint32]string{},
+			inUse:       map[string]*keywordUse{},
+			modseq:      v.ModSeq,
+			sessions:    map[*session]struct{}{},
 		}
-		as.mailboxes[mailboxID] = mb
+		for uid, kws := range v.Keywords {
+			mb.setKeywordsLocked(uid, kws)
+		}
+		as.mailboxes[mb0.ID] = mb
 	}
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
@@ -215,29 +242,127 @@ func (as *accountState) open(ctx context.Context, acct *store.Account, mailboxID
 	return mb, mb.tracker.NewSession(), uint32(len(mb.uids)), nil
 }
 
-// close drops a session's hold on a mailbox state.
+// maxIdleMailboxes is how many mailboxes per account keep their state
+// while no session selects them: a client that goes back and forth
+// between a few folders, or reconnects, then reads none of them again.
+// A mailbox of 100,000 messages holds about 0.5 MiB.
+const maxIdleMailboxes = 4
+
+// close drops a session's hold on a mailbox state. The state stays,
+// kept current, unless more than maxIdleMailboxes of the account's
+// mailboxes are unselected; then the one left longest ago goes.
 func (as *accountState) close(mb *mailboxState, sess *session, t *imapserver.SessionTracker) {
 	as.mu.Lock()
 	defer as.mu.Unlock()
 	t.Close()
+	as.clock++
 	mb.mu.Lock()
 	delete(mb.sessions, sess)
-	empty := len(mb.sessions) == 0
+	mb.left = as.clock
+	gone := mb.deleted && len(mb.sessions) == 0
 	mb.mu.Unlock()
-	if empty && as.mailboxes[mb.id] == mb {
+	if gone && as.mailboxes[mb.id] == mb {
 		delete(as.mailboxes, mb.id)
 	}
+	var idle []*mailboxState
+	for _, m := range as.mailboxes {
+		m.mu.RLock()
+		if len(m.sessions) == 0 {
+			idle = append(idle, m)
+		}
+		m.mu.RUnlock()
+	}
+	if len(idle) <= maxIdleMailboxes {
+		return
+	}
+	oldest := idle[0]
+	for _, m := range idle[1:] {
+		if m.left < oldest.left {
+			oldest = m
+		}
+	}
+	delete(as.mailboxes, oldest.id)
 }
 
 // mailboxState is one selected mailbox in the server's view.
 type mailboxState struct {
-	id      int64
-	tracker *imapserver.MailboxTracker
+	id          int64
+	uidValidity uint32
+	tracker     *imapserver.MailboxTracker
 
 	mu       sync.RWMutex
-	uids     []uint32 // ascending; index+1 is the server's sequence number
+	uids     []uint32            // ascending; index+1 is the server's sequence number
+	system   []store.SystemFlags // system flags of uids[i]
+	keywords map[uint32]string   // keywords of the messages with any (store.SplitFlags form)
+	inUse    map[string]*keywordUse
+	// modseq is the view's modseq: flag changes up to it are in system
+	// and keywords already.
+	modseq   int64
 	deleted  bool
 	sessions map[*session]struct{}
+	left     uint64 // accountState.clock when the last session left
+}
+
+// keywordUse counts the messages that carry a keyword (compared
+// without case), for the FLAGS of SELECT.
+type keywordUse struct {
+	name string // as first seen
+	n    int
+}
+
+// setKeywordsLocked records the keywords of a message (store.SplitFlags
+// form, "" for none). mb.mu is held for writing.
+func (mb *mailboxState) setKeywordsLocked(uid uint32, kws string) {
+	old := mb.keywords[uid]
+	if old == kws {
+		return
+	}
+	for k := range strings.FieldsSeq(old) {
+		lk := strings.ToLower(k)
+		if u := mb.inUse[lk]; u != nil {
+			if u.n--; u.n <= 0 {
+				delete(mb.inUse, lk)
+			}
+		}
+	}
+	for k := range strings.FieldsSeq(kws) {
+		lk := strings.ToLower(k)
+		u := mb.inUse[lk]
+		if u == nil {
+			u = &keywordUse{name: k}
+			mb.inUse[lk] = u
+		}
+		u.n++
+	}
+	if kws == "" {
+		delete(mb.keywords, uid)
+	} else {
+		mb.keywords[uid] = kws
+	}
+}
+
+// keywordsInUse returns the keywords that messages of the mailbox
+// carry, sorted, each once.
+func (mb *mailboxState) keywordsInUse() []string {
+	mb.mu.RLock()
+	defer mb.mu.RUnlock()
+	out := make([]string, 0, len(mb.inUse))
+	for _, u := range mb.inUse {
+		out = append(out, u.name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// firstUnseenLocked returns the server's sequence number of the first
+// message without \Seen, 0 if none. mb.mu is held.
+func (mb *mailboxState) firstUnseenLocked() uint32 {
+	for i, f := range mb.system {
+		if f&store.Seen == 0 {
+			return uint32(i + 1)
+		}
+	}
+	return 0
 }
 
 // expungeLocked removes the UIDs of a run of expunge events and queues
@@ -260,8 +385,11 @@ func (mb *mailboxState) expungeLocked(evs []store.Event) {
 		mb.tracker.QueueExpunge(uint32(idx[i] + 1))
 	}
 	mb.noteQueued(len(idx), nil)
+	for _, k := range idx {
+		mb.setKeywordsLocked(mb.uids[k], "")
+	}
 	// Compact in place: keep every index not in idx.
-	out := mb.uids[:idx[0]]
+	out, sys := mb.uids[:idx[0]], mb.system[:idx[0]]
 	next := 0
 	for k := idx[0]; k < len(mb.uids); k++ {
 		if next < len(idx) && idx[next] == k {
@@ -269,8 +397,9 @@ func (mb *mailboxState) expungeLocked(evs []store.Event) {
 			continue
 		}
 		out = append(out, mb.uids[k])
+		sys = append(sys, mb.system[k])
 	}
-	mb.uids = out
+	mb.uids, mb.system = out, sys
 }
 
 func imapFlags(flags []string) []imap.Flag {
