@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -16,6 +17,9 @@ import (
 // Each write to the network gets its own deadline of writeTimeout, so a
 // client that stops reading is dropped after that long without progress;
 // the library's own write deadlines are ignored.
+//
+// bufConn also runs the client's input through a literalGuard (guard.go)
+// and ends the input at a literal the library must not read as commands.
 type bufConn struct {
 	net.Conn
 	writeTimeout time.Duration
@@ -25,13 +29,23 @@ type bufConn struct {
 	buf     *[]byte // nil while empty
 	reading bool
 	err     error
+	guard   *literalGuard
+	cut     bool // the guard ended the input: Read returns io.EOF
 }
 
 // writeBuffer is how much a connection holds before sending.
 const writeBuffer = 32 << 10
 
 func newBufConn(c net.Conn, writeTimeout time.Duration, pool *sync.Pool) *bufConn {
-	return &bufConn{Conn: c, writeTimeout: writeTimeout, pool: pool}
+	return &bufConn{Conn: c, writeTimeout: writeTimeout, pool: pool, guard: newLiteralGuard()}
+}
+
+// setAppendLimit tells the guard the session's APPENDLIMIT. It is called
+// once, before the library reads a command.
+func (c *bufConn) setAppendLimit(limit func() int64) {
+	c.mu.Lock()
+	c.guard.appendLimit = limit
+	c.mu.Unlock()
 }
 
 func newBufPool() *sync.Pool {
@@ -45,13 +59,20 @@ func (c *bufConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	err := c.flushLocked()
 	c.reading = true
+	cut := c.cut
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
+	if cut {
+		return 0, io.EOF
+	}
 	n, err := c.Conn.Read(p)
 	c.mu.Lock()
 	c.reading = false
+	if k := c.guard.scan(p[:n]); k < n {
+		n, c.cut = k, true
+	}
 	c.mu.Unlock()
 	return n, err
 }
@@ -62,6 +83,7 @@ func (c *bufConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	c.guard.reply(p)
 	if c.buf != nil && len(*c.buf)+len(p) > writeBuffer {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
@@ -112,10 +134,22 @@ func (c *bufConn) SetWriteDeadline(time.Time) error { return nil }
 // SetDeadline sets only the read deadline (see SetWriteDeadline).
 func (c *bufConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
-// Close sends what is buffered, then closes.
+// Close sends what is buffered, then closes. A connection whose input
+// the guard ended gets "* BYE" after the library's NO [TOOBIG].
 func (c *bufConn) Close() error {
 	c.mu.Lock()
+	if c.cut && c.err == nil {
+		*c.bufLocked() = append(*c.bufLocked(), "* BYE Literal too big, closing connection\r\n"...)
+		c.cut = false // once
+	}
 	c.flushLocked()
 	c.mu.Unlock()
 	return c.Conn.Close()
+}
+
+func (c *bufConn) bufLocked() *[]byte {
+	if c.buf == nil {
+		c.buf = c.pool.Get().(*[]byte)
+	}
+	return c.buf
 }

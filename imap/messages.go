@@ -204,14 +204,10 @@ func (sess *session) Move(w *imapserver.MoveWriter, numSet imap.NumSet, dest str
 
 // Append stores a message with APPENDUID (RFC 4315). The library has
 // already refused a literal over AppendLimit with NO [TOOBIG] before the
-// client sent it; the bytes held at once by all APPENDs are bounded by
-// Options.AppendMemory.
-//
-// Known gap (go-imap v2.0.0-beta.8): a LITERAL+ (non-synchronizing)
-// APPEND over the limit is refused the same way, but the library then
-// reads the literal's bytes as commands, answering BAD until they end.
-// Clients that read APPENDLIMIT never send one; the fix belongs in the
-// library's handleAppend, which no backend hook reaches.
+// client sent it; a non-synchronizing one (LITERAL+) over the limit is
+// refused as well, and the connection then ends without reading it
+// (literalGuard, guard.go). The bytes held at once by all APPENDs are
+// bounded by Options.AppendMemory.
 func (sess *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
 	defer sess.enter("APPEND")()
 	mb, err := sess.destination(name)

@@ -87,6 +87,11 @@ func newSession(srv *Server, c *imapserver.Conn, id, ipKey string) *session {
 		wake:       make(chan struct{}, 1),
 	}
 	sess.lastPoll.Store(time.Now().UnixNano())
+	if bc, ok := c.NetConn().(*bufConn); ok {
+		// The guard reads the limit from the library's goroutine, as
+		// Login writes it.
+		bc.setAppendLimit(func() int64 { return int64(sess.AppendLimit()) })
+	}
 	sess.timer = time.AfterFunc(srv.opts.AuthTimeout, sess.watchdog)
 	return sess
 }
