@@ -1,6 +1,7 @@
 package imap
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"sync"
@@ -31,6 +32,21 @@ type bufConn struct {
 	err     error
 	guard   *literalGuard
 	cut     bool // the guard ended the input: Read returns io.EOF
+
+	// STARTTLS run by bufConn (see Server.startTLS): startTLS is set on
+	// plain connections of a server with TLS, canStartTLS by the session
+	// (not yet logged in); handoff is the accepted command, carried out
+	// when the library, having read up to it, closes the connection.
+	startTLS     func(raw net.Conn, leftover []byte)
+	canStartTLS  func() bool
+	handoff      *handoff
+	handedOff    bool // the network connection went on under TLS
+	tlsDone      bool // the connection is under TLS: STARTTLS gets BAD
+	dropGreeting bool // the library's greeting after our STARTTLS is not sent
+}
+
+type handoff struct {
+	tag, leftover []byte
 }
 
 // writeBuffer is how much a connection holds before sending.
@@ -38,6 +54,15 @@ const writeBuffer = 32 << 10
 
 func newBufConn(c net.Conn, writeTimeout time.Duration, pool *sync.Pool) *bufConn {
 	return &bufConn{Conn: c, writeTimeout: writeTimeout, pool: pool, guard: newLiteralGuard()}
+}
+
+// setCanStartTLS says when the session allows STARTTLS (before login).
+// The function is called from the library's goroutine, as the session's
+// own methods are.
+func (c *bufConn) setCanStartTLS(f func() bool) {
+	c.mu.Lock()
+	c.canStartTLS = f
+	c.mu.Unlock()
 }
 
 // setAppendLimit tells the guard the session's APPENDLIMIT. It is called
@@ -56,25 +81,66 @@ func newBufPool() *sync.Pool {
 }
 
 func (c *bufConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	err := c.flushLocked()
-	c.reading = true
-	cut := c.cut
-	c.mu.Unlock()
-	if err != nil {
-		return 0, err
+	for {
+		c.mu.Lock()
+		err := c.flushLocked()
+		c.reading = true
+		cut := c.cut || c.handoff != nil
+		c.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if cut {
+			return 0, io.EOF
+		}
+		n, err := c.Conn.Read(p)
+		c.mu.Lock()
+		c.reading = false
+		n = c.filterLocked(p, n)
+		cut = c.cut || c.handoff != nil
+		c.mu.Unlock()
+		if n > 0 || err != nil || cut || len(p) == 0 {
+			if n == 0 && err == nil {
+				err = io.EOF // cut at the start of the input
+			}
+			return n, err
+		}
+		// All of it was a STARTTLS we answered: read on.
 	}
-	if cut {
-		return 0, io.EOF
+}
+
+// filterLocked runs the n bytes read into p through the guard and
+// returns how many the library may have: fewer when the guard ends the
+// input, or when bufConn takes a STARTTLS command out of it.
+func (c *bufConn) filterLocked(p []byte, n int) int {
+	for off := 0; off < n; {
+		k, stls, start := c.guard.scan(p[off:n])
+		if !stls {
+			if c.guard.tripped && off+k < n {
+				c.cut = true
+			}
+			return off + k
+		}
+		s, e := off+start, off+k
+		tag := c.guard.startTLS
+		switch {
+		case c.tlsDone:
+			// RFC 9051 §6.2.1: BAD for STARTTLS after TLS began.
+			c.guard.startTLS = nil
+			*c.bufLocked() = append(append(*c.bufLocked(), tag...), " BAD STARTTLS not available\r\n"...)
+			c.flushLocked()
+			copy(p[s:], p[e:n])
+			n -= e - s
+			off = s
+		case c.startTLS != nil && c.canStartTLS != nil && c.canStartTLS():
+			c.guard.startTLS = nil
+			c.handoff = &handoff{tag: bytes.Clone(tag), leftover: bytes.Clone(p[e:n])}
+			return s
+		default:
+			off = e // the library answers it
+		}
 	}
-	n, err := c.Conn.Read(p)
-	c.mu.Lock()
-	c.reading = false
-	if k := c.guard.scan(p[:n]); k < n {
-		n, c.cut = k, true
-	}
-	c.mu.Unlock()
-	return n, err
+	return n
 }
 
 func (c *bufConn) Write(p []byte) (int, error) {
@@ -83,6 +149,24 @@ func (c *bufConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	if c.dropGreeting {
+		// After STARTTLS the client expects no greeting (RFC 9051
+		// §6.2.1): the library's, written first, is dropped.
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		c.dropGreeting = false
+		if rest := p[i+1:]; len(rest) > 0 {
+			n, err := c.writeBufferedLocked(rest)
+			return n + i + 1, err
+		}
+		return len(p), nil
+	}
+	return c.writeBufferedLocked(p)
+}
+
+func (c *bufConn) writeBufferedLocked(p []byte) (int, error) {
 	c.guard.reply(p)
 	if c.buf != nil && len(*c.buf)+len(p) > writeBuffer {
 		if err := c.flushLocked(); err != nil {
@@ -135,9 +219,29 @@ func (c *bufConn) SetWriteDeadline(time.Time) error { return nil }
 func (c *bufConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 // Close sends what is buffered, then closes. A connection whose input
-// the guard ended gets "* BYE" after the library's NO [TOOBIG].
+// the guard ended gets "* BYE" after the library's NO [TOOBIG]. One
+// that ended at an accepted STARTTLS is not closed: it gets the OK and
+// goes on under TLS with a new library connection.
 func (c *bufConn) Close() error {
 	c.mu.Lock()
+	if c.handedOff {
+		c.mu.Unlock()
+		return nil // the connection lives on under TLS
+	}
+	if h := c.handoff; h != nil && c.err == nil {
+		c.handoff = nil
+		*c.bufLocked() = append(append(*c.bufLocked(), h.tag...), " OK Begin TLS negotiation now\r\n"...)
+		err := c.flushLocked()
+		if err != nil {
+			c.mu.Unlock()
+			return c.Conn.Close()
+		}
+		// Nothing more goes out in plain text on this connection.
+		c.handedOff, c.err = true, net.ErrClosed
+		c.mu.Unlock()
+		c.startTLS(c.Conn, h.leftover)
+		return nil
+	}
 	if c.cut && c.err == nil {
 		*c.bufLocked() = append(*c.bufLocked(), "* BYE Literal too big, closing connection\r\n"...)
 		c.cut = false // once

@@ -19,7 +19,10 @@ import (
 // Synchronizing literals need nothing: the library refuses them before
 // the client sends them. The guard learns whether the library accepted
 // one from the reply ("+" or a tagged status), since the client waits
-// for it. After STARTTLS the guard sees only ciphertext and stops.
+// for it. The guard also finds STARTTLS commands: bufConn runs STARTTLS
+// itself, so that the guard goes on reading plaintext (server.go,
+// startTLS); if the library runs one, the guard sees only ciphertext
+// afterwards and stands down.
 type literalGuard struct {
 	appendLimit func() int64 // the session's APPENDLIMIT; nil: DefaultAppendLimit
 
@@ -54,17 +57,20 @@ func newLiteralGuard() *literalGuard {
 
 // scan looks at bytes the client sent, in order. It returns how many of
 // them the library may read: all of p, or up to the end of the header
-// of a literal that must not be read.
-func (g *literalGuard) scan(p []byte) int {
+// of a literal that must not be read (tripped is then set). It also stops
+// after a STARTTLS command line that began in p, with stls set and start
+// the index of that line, so that the caller can take it over; the bytes
+// after it are not scanned yet.
+func (g *literalGuard) scan(p []byte) (n int, stls bool, start int) {
 	if g.off || g.tripped {
-		return len(p)
+		return len(p), false, 0
 	}
 	for i := 0; i < len(p); {
 		if g.awaitCont {
 			// The client sent more before the server answered a
 			// synchronizing literal: framing unknown from here.
 			g.off = true
-			return len(p)
+			return len(p), false, 0
 		}
 		if g.skip > 0 {
 			n := min(int64(len(p)-i), g.skip)
@@ -72,21 +78,28 @@ func (g *literalGuard) scan(p []byte) int {
 			i += int(n)
 			continue
 		}
+		segStart := -1
+		if g.lineLen == 0 {
+			segStart = i
+		}
 		j := bytes.IndexByte(p[i:], '\n')
 		if j < 0 {
 			g.addLine(p[i:])
-			return len(p)
+			return len(p), false, 0
 		}
 		g.addLine(p[i : i+j])
 		i += j + 1
 		if g.endLine() {
-			return i // through the header's LF; nothing after it
+			return i, false, 0 // through the header's LF; nothing after it
 		}
 		if g.off {
-			return len(p)
+			return len(p), false, 0
+		}
+		if g.startTLS != nil && segStart >= 0 {
+			return i, true, segStart
 		}
 	}
-	return len(p)
+	return len(p), false, 0
 }
 
 func (g *literalGuard) addLine(b []byte) {
@@ -120,7 +133,7 @@ func (g *literalGuard) endLine() bool {
 			name := bytes.ToUpper(fields[1])
 			g.isAppend = bytes.Equal(name, []byte("APPEND"))
 			if bytes.Equal(name, []byte("STARTTLS")) && whole != nil && len(fields) == 2 {
-				g.startTLS = append([]byte(nil), fields[0]...)
+				g.startTLS = append(g.startTLS[:0], fields[0]...)
 			}
 		}
 	}

@@ -12,10 +12,12 @@
 package imap
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -292,6 +294,10 @@ func (srv *Server) Serve(ln net.Listener) error {
 		delay = 0
 		_, isTLS := c.(*tls.Conn)
 		bc := newBufConn(c, srv.opts.WriteTimeout, srv.bufs)
+		bc.tlsDone = isTLS
+		if !isTLS && srv.opts.TLS != nil {
+			bc.startTLS = srv.startTLS
+		}
 		switch {
 		case isTLS:
 			srv.implicitLn.push(bc)
@@ -302,6 +308,40 @@ func (srv *Server) Serve(ln net.Listener) error {
 		}
 	}
 }
+
+// startTLS carries out a STARTTLS that bufConn took over (conn.go) after
+// answering OK: the TLS handshake on the network connection, whose
+// first bytes may already have been read (leftover), then a new library
+// connection on the implicit-TLS server, whose greeting is not sent.
+// Doing it here rather than in the library keeps the connection's input
+// in plain text under bufConn's literal guard.
+func (srv *Server) startTLS(raw net.Conn, leftover []byte) {
+	var c net.Conn = raw
+	if len(leftover) > 0 {
+		c = &prefixedConn{Conn: raw, r: io.MultiReader(bytes.NewReader(leftover), raw)}
+	}
+	tc := tls.Server(c, srv.opts.TLS)
+	go func() {
+		tc.SetDeadline(time.Now().Add(srv.opts.AuthTimeout))
+		if err := tc.Handshake(); err != nil {
+			srv.log.Debug("imap starttls handshake", "remote", raw.RemoteAddr().String(), "err", err)
+			raw.Close()
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		bc := newBufConn(tc, srv.opts.WriteTimeout, srv.bufs)
+		bc.tlsDone, bc.dropGreeting = true, true
+		srv.implicitLn.push(bc)
+	}()
+}
+
+// prefixedConn reads bytes already taken from the connection first.
+type prefixedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // Shutdown stops accepting, sends "* BYE" to every session once its
 // command in progress has finished, and waits for the sessions to end or

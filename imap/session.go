@@ -91,6 +91,7 @@ func newSession(srv *Server, c *imapserver.Conn, id, ipKey string) *session {
 		// The guard reads the limit from the library's goroutine, as
 		// Login writes it.
 		bc.setAppendLimit(func() int64 { return int64(sess.AppendLimit()) })
+		bc.setCanStartTLS(func() bool { return sess.acct == nil })
 	}
 	sess.timer = time.AfterFunc(srv.opts.AuthTimeout, sess.watchdog)
 	return sess
