@@ -227,6 +227,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	// Savepoints (one per request in a group commit) keep their undo
 	// pages in memory rather than in a temporary file.
 	q.Add("_pragma", "temp_store(MEMORY)")
+	// 16 MiB of page cache (SQLite's default is 2 MiB): a group commit of
+	// large messages no longer spills dirty pages into the WAL before its
+	// commit (BenchmarkDeliverText 100KiB/64: 885 -> 744 CPU µs/msg).
+	q.Add("_pragma", "cache_size(-16384)")
 	// Checkpoints run in the background (checkpoint.go); this one is the
 	// backstop.
 	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walBackstopPages))
