@@ -56,6 +56,12 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 		return sess.fetchFlags(w, uids, options)
 	}
 	fields := metaFields(options)
+	var ww *wireWriter
+	if wireItems(options) {
+		if ww = sess.wireWriter(); ww != nil {
+			defer ww.flush()
+		}
+	}
 	for len(uids) > 0 {
 		chunk := uids[:min(len(uids), fetchChunk)]
 		uids = uids[len(chunk):]
@@ -93,6 +99,12 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 				if seqs[i] == 0 {
 					continue // expunged meanwhile, or not yet announced
 				}
+				if ww != nil {
+					if err := ww.fetchOne(seqs[i], &msgs[i], options, seen[msgs[i].UID]); err != nil {
+						return err
+					}
+					continue
+				}
 				m := &fetchMsg{MessageMeta: &msgs[i], raw: raw[msgs[i].UID]}
 				if err := sess.fetchOne(w, seqs[i], m, options, seen[msgs[i].UID]); err != nil {
 					return err
@@ -124,6 +136,10 @@ type flagsEntry struct {
 // lock, then written with no lock held.
 func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, options *imap.FetchOptions) error {
 	sel := sess.sel
+	ww := sess.wireWriter()
+	if ww != nil {
+		defer ww.flush()
+	}
 	// The FLAGS lists of the system-flag combinations, built as needed.
 	var lists [32][]imap.Flag
 	listFor := func(e *flagsEntry) []imap.Flag {
@@ -161,6 +177,22 @@ func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, option
 			buf = append(buf, flagsEntry{seq: seq, uid: uid, system: sel.mb.system[pos], keywords: sel.mb.keywords[uid]})
 		}
 		sel.mb.mu.RUnlock()
+		if ww != nil {
+			for i := range buf {
+				e := &buf[i]
+				ww.begin(e.seq)
+				if options.UID {
+					ww.uid(e.uid)
+				}
+				if options.Flags {
+					ww.flags(e.system, e.keywords)
+				}
+				if err := ww.end(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		for i := range buf {
 			e := &buf[i]
 			rw := w.CreateMessage(e.seq)
