@@ -112,122 +112,157 @@ func (d *jsonReader) str(s *string) bool {
 	return json.Unmarshal(tok, s) == nil
 }
 
-// object reads an object, calling field for each key; field reads the
-// value and reports whether it could.
-func (d *jsonReader) object(field func(key []byte) bool) bool {
-	if !d.eat('{') {
-		return false
+// next steps through the members of an object or the elements of an
+// array whose opening bracket was read: it reads the separator before
+// every member but the first (first says which) and reports whether
+// another one follows; ok is false on bad syntax.
+func (d *jsonReader) next(first bool, closing byte) (more, ok bool) {
+	if d.eat(closing) {
+		return false, true
 	}
-	if d.eat('}') {
-		return true
+	if !first && !d.eat(',') {
+		return false, false
 	}
-	for {
-		tok, escaped, err := d.token()
-		if err != nil || escaped || !d.eat(':') || !field(tok[1:len(tok)-1]) {
-			return false
-		}
-		if d.eat('}') {
-			return true
-		}
-		if !d.eat(',') {
-			return false
-		}
-	}
+	return true, true
 }
 
-// array reads an array, calling reset (nil for null, as json.Unmarshal
-// sets a slice) and then elem for each element.
-func (d *jsonReader) array(reset func(null bool), elem func() bool) bool {
+// key reads a member name and its colon. Names with escapes are left to
+// the fallback.
+func (d *jsonReader) key() ([]byte, bool) {
+	tok, escaped, err := d.token()
+	if err != nil || escaped || !d.eat(':') {
+		return nil, false
+	}
+	return tok[1 : len(tok)-1], true
+}
+
+func (d *jsonReader) strings(out *[]string) bool {
 	if d.null() {
-		reset(true)
+		*out = nil // as json.Unmarshal sets a slice on null
 		return true
 	}
 	if !d.eat('[') {
 		return false
 	}
-	reset(false)
-	if d.eat(']') {
-		return true
-	}
-	for {
-		if !elem() {
+	*out = []string{}
+	for first := true; ; first = false {
+		more, ok := d.next(first, ']')
+		if !ok {
 			return false
 		}
-		if d.eat(']') {
+		if !more {
 			return true
 		}
-		if !d.eat(',') {
-			return false
-		}
-	}
-}
-
-func (d *jsonReader) strings(out *[]string) bool {
-	return d.array(func(null bool) {
-		if *out = []string{}; null {
-			*out = nil
-		}
-	}, func() bool {
 		var s string
 		if !d.str(&s) {
 			return false
 		}
 		*out = append(*out, s)
-		return true
-	})
+	}
 }
 
 func (d *jsonReader) addresses(out *[]Address) bool {
-	return d.array(func(null bool) {
-		if *out = []Address{}; null {
-			*out = nil
-		}
-	}, func() bool {
-		var a Address
-		ok := d.object(func(key []byte) bool {
-			switch string(key) {
-			case "Name":
-				return d.str(&a.Name)
-			case "Mailbox":
-				return d.str(&a.Mailbox)
-			case "Host":
-				return d.str(&a.Host)
-			}
+	if d.null() {
+		*out = nil
+		return true
+	}
+	if !d.eat('[') {
+		return false
+	}
+	*out = []Address{}
+	for first := true; ; first = false {
+		more, ok := d.next(first, ']')
+		if !ok {
 			return false
-		})
+		}
+		if !more {
+			return true
+		}
+		var a Address
+		if !d.address(&a) {
+			return false
+		}
 		*out = append(*out, a)
-		return ok
-	})
+	}
+}
+
+func (d *jsonReader) address(a *Address) bool {
+	if !d.eat('{') {
+		return false
+	}
+	for first := true; ; first = false {
+		more, ok := d.next(first, '}')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+		key, ok := d.key()
+		if !ok {
+			return false
+		}
+		switch string(key) {
+		case "Name":
+			ok = d.str(&a.Name)
+		case "Mailbox":
+			ok = d.str(&a.Mailbox)
+		case "Host":
+			ok = d.str(&a.Host)
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
 }
 
 func (d *jsonReader) envelope(e *Envelope) bool {
-	return d.object(func(key []byte) bool {
+	if !d.eat('{') {
+		return false
+	}
+	for first := true; ; first = false {
+		more, ok := d.next(first, '}')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+		key, ok := d.key()
+		if !ok {
+			return false
+		}
 		switch string(key) {
 		case "Date":
-			if d.null() {
-				return true
+			if !d.null() {
+				tok, _, err := d.token()
+				ok = err == nil && e.Date.UnmarshalJSON(tok) == nil
 			}
-			tok, _, err := d.token()
-			return err == nil && e.Date.UnmarshalJSON(tok) == nil
 		case "Subject":
-			return d.str(&e.Subject)
+			ok = d.str(&e.Subject)
 		case "From":
-			return d.addresses(&e.From)
+			ok = d.addresses(&e.From)
 		case "Sender":
-			return d.addresses(&e.Sender)
+			ok = d.addresses(&e.Sender)
 		case "ReplyTo":
-			return d.addresses(&e.ReplyTo)
+			ok = d.addresses(&e.ReplyTo)
 		case "To":
-			return d.addresses(&e.To)
+			ok = d.addresses(&e.To)
 		case "Cc":
-			return d.addresses(&e.Cc)
+			ok = d.addresses(&e.Cc)
 		case "Bcc":
-			return d.addresses(&e.Bcc)
+			ok = d.addresses(&e.Bcc)
 		case "InReplyTo":
-			return d.strings(&e.InReplyTo)
+			ok = d.strings(&e.InReplyTo)
 		case "MessageID":
-			return d.str(&e.MessageID)
+			ok = d.str(&e.MessageID)
+		default:
+			ok = false
 		}
-		return false
-	})
+		if !ok {
+			return false
+		}
+	}
 }
