@@ -79,6 +79,20 @@ func (d *jsonReader) token() ([]byte, bool, error) {
 		return nil, false, errNotString
 	}
 	start := d.i
+	// Fast path: the closing quote is the next quote, with no escape
+	// before it.
+	if k := bytes.IndexByte(d.b[start+1:], '"'); k >= 0 {
+		seg := d.b[start+1 : start+1+k]
+		if bytes.IndexByte(seg, '\\') < 0 {
+			for _, c := range seg {
+				if c < 0x20 {
+					return nil, false, errNotString
+				}
+			}
+			d.i = start + k + 2
+			return d.b[start:d.i], false, nil
+		}
+	}
 	escaped := false
 	for j := start + 1; j < len(d.b); j++ {
 		switch c := d.b[j]; {
