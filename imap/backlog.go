@@ -29,9 +29,8 @@ func (mb *mailboxState) noteQueued(n int, source *imapserver.SessionTracker) {
 			continue
 		}
 		b := s.backlog.Add(int64(n))
-		select {
-		case s.wake <- struct{}{}:
-		default:
+		if s.idling.Load() && s.idlePoll.CompareAndSwap(false, true) {
+			go s.pollIdle()
 		}
 		limit := int64(s.srv.opts.MaxPendingUpdates)
 		// Checked when the backlog crosses the limit and every 1,024
@@ -61,26 +60,62 @@ func (sess *session) checkBacklog(backlog int64) {
 }
 
 // polling marks that the session is about to read all its queued
-// updates.
+// updates in a command's Poll; IDLE, if it was on, is over.
 func (sess *session) polling() {
+	sess.endIdle()
+	sess.resetBacklog()
+}
+
+func (sess *session) resetBacklog() {
 	sess.backlog.Store(0)
 	sess.lastPoll.Store(time.Now().UnixNano())
 }
 
-// idleUpdates writes the session's updates as they are queued until stop
-// is closed (the client sent DONE or went away). It replaces
-// SessionTracker.Idle so that every read of the queue resets the
-// backlog.
+// IDLE (RFC 2177). The library runs the session's Idle in a goroutine of
+// its own and reads the client's DONE meanwhile. Instead of keeping that
+// goroutine (and its stack) for every idling client, idleUpdates writes
+// what is queued, registers the session as idling and returns; each
+// later update starts a short-lived goroutine (pollIdle) that writes it.
+// IDLE ends with the Poll the library runs after DONE, with the next
+// command (session.enter) or with the connection (Close); endIdle waits
+// for a write in progress, so no update is written once a command runs.
+
+// idleUpdates starts IDLE on the session's tracker t.
 func (sess *session) idleUpdates(t *imapserver.SessionTracker, w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	for {
-		sess.polling()
-		if err := t.Poll(w, true); err != nil {
-			return err
-		}
-		select {
-		case <-sess.wake:
-		case <-stop:
-			return nil
-		}
+	sess.idleMu.Lock()
+	defer sess.idleMu.Unlock()
+	sess.idleW, sess.idleT = w, t
+	sess.idling.Store(true)
+	sess.resetBacklog()
+	return t.Poll(w, true)
+}
+
+// pollIdle writes the updates queued for an idling session.
+func (sess *session) pollIdle() {
+	sess.idleMu.Lock()
+	defer sess.idleMu.Unlock()
+	// Cleared first: an update queued while this one writes starts
+	// another.
+	sess.idlePoll.Store(false)
+	if sess.idleW == nil {
+		return
 	}
+	sess.resetBacklog()
+	if err := sess.idleT.Poll(sess.idleW, true); err != nil {
+		// The connection is failing; the library's read ends it.
+		sess.log.Debug("imap idle write", "err", err)
+		sess.idleW, sess.idleT = nil, nil
+		sess.idling.Store(false)
+	}
+}
+
+// endIdle ends IDLE, waiting for a write in progress.
+func (sess *session) endIdle() {
+	if !sess.idling.Load() {
+		return
+	}
+	sess.idleMu.Lock()
+	sess.idling.Store(false)
+	sess.idleW, sess.idleT = nil, nil
+	sess.idleMu.Unlock()
 }

@@ -173,7 +173,9 @@ func (c *bufConn) writeBufferedLocked(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if len(p) >= writeBuffer {
+	if len(p) >= writeBuffer || (c.reading && c.buf == nil) {
+		// Large, or sent at once anyway (IDLE updates): no copy, and no
+		// pooled buffer for each of a thousand idling sessions.
 		return c.writeLocked(p)
 	}
 	if c.buf == nil {

@@ -48,11 +48,17 @@ type session struct {
 
 	// Update backlog (backlog.go), touched by the account's event
 	// goroutine as well as the session's.
-	backlog  atomic.Int64  // updates queued since the session last read them all
-	lastPoll atomic.Int64  // unix nanoseconds of that read
-	storing  atomic.Bool   // applying its own flag change (under accountState.mu)
-	kicked   atomic.Bool   // told BYE for its backlog
-	wake     chan struct{} // an update was queued (IDLE writes it)
+	backlog  atomic.Int64 // updates queued since the session last read them all
+	lastPoll atomic.Int64 // unix nanoseconds of that read
+	storing  atomic.Bool  // applying its own flag change (under accountState.mu)
+	kicked   atomic.Bool  // told BYE for its backlog
+
+	// IDLE without a goroutine per session (backlog.go).
+	idling   atomic.Bool // idleW is set
+	idlePoll atomic.Bool // a pollIdle goroutine is on its way
+	idleMu   sync.Mutex  // held while writing IDLE updates
+	idleW    *imapserver.UpdateWriter
+	idleT    *imapserver.SessionTracker
 
 	acct        *store.Account
 	as          *accountState
@@ -84,7 +90,6 @@ func newSession(srv *Server, c *imapserver.Conn, id, ipKey string) *session {
 		ctx:        ctx,
 		cancel:     cancel,
 		lastActive: time.Now(),
-		wake:       make(chan struct{}, 1),
 	}
 	sess.lastPoll.Store(time.Now().UnixNano())
 	if bc, ok := c.NetConn().(*bufConn); ok {
@@ -100,6 +105,7 @@ func newSession(srv *Server, c *imapserver.Conn, id, ipKey string) *session {
 // enter marks the start of a command; the returned func marks its end.
 func (sess *session) enter(cmd string) func() {
 	sess.log.Debug("imap command", "cmd", cmd)
+	sess.endIdle() // normally ended by the Poll after DONE already
 	sess.mu.Lock()
 	sess.busy = true
 	sess.lastActive = time.Now()
@@ -183,6 +189,7 @@ func (sess *session) Close() error {
 	if idle != nil {
 		<-idle // the library has closed Idle's stop channel by now
 	}
+	sess.endIdle()
 	sess.unselect()
 	sess.logout()
 	sess.cancel()
