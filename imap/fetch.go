@@ -52,8 +52,8 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 			}
 		}
 	}
-	if onlyFlags(options) {
-		return sess.fetchFlags(w, uids, options)
+	if fromState(options) {
+		return sess.fetchFromState(w, uids, options)
 	}
 	fields := metaFields(options)
 	var ww *wireWriter
@@ -116,25 +116,31 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 	return nil
 }
 
-// onlyFlags reports whether a FETCH asks for nothing but UID and FLAGS,
-// which the shared mailbox state holds for every message.
-func onlyFlags(options *imap.FetchOptions) bool {
-	return !options.Envelope && options.BodyStructure == nil && !options.InternalDate && !options.RFC822Size &&
+// fromState reports whether a FETCH asks for nothing but UID and FLAGS,
+// which the shared mailbox state holds for every message, and ENVELOPE.
+func fromState(options *imap.FetchOptions) bool {
+	return options.BodyStructure == nil && !options.InternalDate && !options.RFC822Size &&
 		len(options.BodySection) == 0 && len(options.BinarySection) == 0 && len(options.BinarySectionSize) == 0 &&
 		!options.ModSeq && options.ChangedSince == 0
 }
+
+// stateChunk is how many messages a FETCH answered from the mailbox
+// state handles at once (their envelopes are read in one query).
+const stateChunk = 2000
 
 // flagsEntry is one message of a FETCH answered from the mailbox state.
 type flagsEntry struct {
 	seq, uid uint32
 	system   store.SystemFlags
 	keywords string
+	envelope *store.Envelope
 }
 
-// fetchFlags answers a FETCH of UID and FLAGS from the shared mailbox
-// state, without the store: a chunk at a time is copied under the read
-// lock, then written with no lock held.
-func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, options *imap.FetchOptions) error {
+// fetchFromState answers a FETCH of UID, FLAGS and ENVELOPE from the
+// shared mailbox state, the store giving only the envelopes (one narrow
+// query per chunk): a chunk at a time is copied under the read lock,
+// then written with no lock held.
+func (sess *session) fetchFromState(w *imapserver.FetchWriter, uids []uint32, options *imap.FetchOptions) error {
 	sel := sess.sel
 	ww := sess.wireWriter()
 	if ww != nil {
@@ -153,16 +159,24 @@ func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, option
 		}
 		return l
 	}
-	buf := make([]flagsEntry, 0, min(len(uids), fetchChunk))
+	buf := make([]flagsEntry, 0, min(len(uids), stateChunk))
 	for len(uids) > 0 {
-		chunk := uids[:min(len(uids), fetchChunk)]
+		chunk := uids[:min(len(uids), stateChunk)]
 		uids = uids[len(chunk):]
 		buf = buf[:0]
+		var envs []store.UIDEnvelope
+		if options.Envelope {
+			var err error
+			if envs, err = sess.acct.Envelopes(sess.ctx, sel.id, toRanges(chunk)); err != nil {
+				return sess.replyFor(err)
+			}
+		}
+		next := 0 // the first of envs that may belong to the next UID
 		sel.mb.mu.RLock()
 		pos, prev := 0, uint32(0)
 		for _, uid := range chunk {
 			if uid < prev { // "$" may come unsorted
-				pos = 0
+				pos, next = 0, 0
 			}
 			prev = uid
 			k, ok := slices.BinarySearch(sel.mb.uids[pos:], uid)
@@ -174,7 +188,18 @@ func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, option
 			if seq == 0 {
 				continue // not yet announced
 			}
-			buf = append(buf, flagsEntry{seq: seq, uid: uid, system: sel.mb.system[pos], keywords: sel.mb.keywords[uid]})
+			e := flagsEntry{seq: seq, uid: uid, system: sel.mb.system[pos], keywords: sel.mb.keywords[uid]}
+			if options.Envelope {
+				// envs and chunk are both ascending (see prev).
+				for next < len(envs) && envs[next].UID < uid {
+					next++
+				}
+				if next == len(envs) || envs[next].UID != uid {
+					continue // expunged before the envelopes were read
+				}
+				e.envelope = &envs[next].Envelope
+			}
+			buf = append(buf, e)
 		}
 		sel.mb.mu.RUnlock()
 		if ww != nil {
@@ -186,6 +211,9 @@ func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, option
 				}
 				if options.Flags {
 					ww.flags(e.system, e.keywords)
+				}
+				if e.envelope != nil {
+					ww.envelope(e.envelope)
 				}
 				if err := ww.end(); err != nil {
 					return err
@@ -201,6 +229,9 @@ func (sess *session) fetchFlags(w *imapserver.FetchWriter, uids []uint32, option
 			}
 			if options.Flags {
 				rw.WriteFlags(listFor(e))
+			}
+			if e.envelope != nil {
+				rw.WriteEnvelope(envelope(e.envelope))
 			}
 			if err := rw.Close(); err != nil {
 				return err

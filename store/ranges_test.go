@@ -224,6 +224,15 @@ func TestRangesSparse(t *testing.T) {
 				t.Fatalf("MessagesWithMeta(%v)[%d] = uid %d %q", ranges, i, m.UID, m.Meta.Envelope.Subject)
 			}
 		}
+		envs, err := acct.Envelopes(ctx, inbox.ID, ranges)
+		if err != nil || len(envs) != len(want) {
+			t.Fatalf("Envelopes(%v): %d, %v; want %d", ranges, len(envs), err, len(want))
+		}
+		for i, e := range envs {
+			if e.UID != want[i] || e.Envelope.Subject != fmt.Sprint("s", e.UID-1) {
+				t.Fatalf("Envelopes(%v)[%d] = uid %d %q", ranges, i, e.UID, e.Envelope.Subject)
+			}
+		}
 		bodies, err := acct.InlineBodies(ctx, inbox.ID, ranges)
 		if err != nil || len(bodies) != len(want) {
 			t.Fatalf("InlineBodies(%v): %d bodies, %v; want %d", ranges, len(bodies), err, len(want))
