@@ -159,6 +159,25 @@ func (sess *session) fetchFromState(w *imapserver.FetchWriter, uids []uint32, op
 		}
 		return l
 	}
+	// The envelopes of the next chunk are read while this one is
+	// written (the store and the client each get a CPU), at most one
+	// chunk ahead.
+	type envelopes struct {
+		envs []store.UIDEnvelope
+		err  error
+	}
+	readEnvelopes := func(chunk []uint32) <-chan envelopes {
+		ch := make(chan envelopes, 1) // the reader never waits for us
+		go func() {
+			envs, err := sess.acct.Envelopes(sess.ctx, sel.id, toRanges(chunk))
+			ch <- envelopes{envs, err}
+		}()
+		return ch
+	}
+	var pending <-chan envelopes
+	if options.Envelope {
+		pending = readEnvelopes(uids[:min(len(uids), stateChunk)])
+	}
 	buf := make([]flagsEntry, 0, min(len(uids), stateChunk))
 	for len(uids) > 0 {
 		chunk := uids[:min(len(uids), stateChunk)]
@@ -166,9 +185,13 @@ func (sess *session) fetchFromState(w *imapserver.FetchWriter, uids []uint32, op
 		buf = buf[:0]
 		var envs []store.UIDEnvelope
 		if options.Envelope {
-			var err error
-			if envs, err = sess.acct.Envelopes(sess.ctx, sel.id, toRanges(chunk)); err != nil {
-				return sess.replyFor(err)
+			res := <-pending
+			if res.err != nil {
+				return sess.replyFor(res.err)
+			}
+			envs = res.envs
+			if len(uids) > 0 {
+				pending = readEnvelopes(uids[:min(len(uids), stateChunk)])
 			}
 		}
 		next := 0 // the first of envs that may belong to the next UID

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2"
 )
 
 // readResponse reads one command's response up to its tagged line, raw,
@@ -79,5 +81,33 @@ func TestWireWriterMatchesLibrary(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A FETCH ENVELOPE of more messages than one state chunk reads the next
+// chunk's envelopes while it writes the current one; every message must
+// come once, in order, with its own envelope.
+func TestFetchEnvelopeAcrossChunks(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("fills 2.5 chunks of messages; run without -short and -race")
+	}
+	n := stateChunk*2 + stateChunk/2
+	ts := newTestServer(t, nil)
+	fillInbox(t, ts.st, n)
+	c := ts.login(t, alice, alicePass)
+	c.mustSelect(t, "INBOX")
+	msgs := c.fetch(t, imap.SeqSet{{Start: 1, Stop: 0}}, &imap.FetchOptions{UID: true, Flags: true, Envelope: true})
+	if len(msgs) != n {
+		t.Fatalf("%d messages, want %d", len(msgs), n)
+	}
+	seen := map[string]bool{}
+	for i, m := range msgs {
+		if m.SeqNum != uint32(i+1) || m.UID != imap.UID(i+1) || m.Envelope == nil || !strings.HasPrefix(m.Envelope.Subject, "Message number ") {
+			t.Fatalf("message %d: seq %d uid %d envelope %+v", i+1, m.SeqNum, m.UID, m.Envelope)
+		}
+		if seen[m.Envelope.Subject] {
+			t.Fatalf("message %d: subject %q twice", i+1, m.Envelope.Subject)
+		}
+		seen[m.Envelope.Subject] = true
 	}
 }
