@@ -56,6 +56,9 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 		return sess.fetchFromState(w, uids, options)
 	}
 	fields := metaFields(options)
+	// Whole bodies alone (BODY.PEEK[], and BODY[] when \Seen was
+	// already set) need of each message only its identity and size.
+	sizesOnly := fields == 0 && seen == nil && !options.Flags && !options.InternalDate
 	var ww *wireWriter
 	if wireItems(options) {
 		if ww = sess.wireWriter(); ww != nil {
@@ -65,7 +68,7 @@ func (sess *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, option
 	for len(uids) > 0 {
 		chunk := uids[:min(len(uids), fetchChunk)]
 		uids = uids[len(chunk):]
-		msgs, err := sess.fetchChunk(chunk, fields)
+		msgs, err := sess.fetchChunk(chunk, fields, sizesOnly)
 		if err != nil {
 			return sess.replyFor(err)
 		}
@@ -330,10 +333,23 @@ func metaFields(options *imap.FetchOptions) store.MetaFields {
 	return f
 }
 
-func (sess *session) fetchChunk(uids []uint32, fields store.MetaFields) ([]store.MessageMeta, error) {
+// fetchChunk reads what a FETCH needs of the messages: with sizesOnly
+// only ID, UID and Size are set.
+func (sess *session) fetchChunk(uids []uint32, fields store.MetaFields, sizesOnly bool) ([]store.MessageMeta, error) {
 	ranges := toRanges(uids)
 	if fields != 0 {
 		return sess.acct.MessagesWithMeta(sess.ctx, sess.sel.id, ranges, fields)
+	}
+	if sizesOnly {
+		sizes, err := sess.acct.Sizes(sess.ctx, sess.sel.id, ranges)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]store.MessageMeta, len(sizes))
+		for i, m := range sizes {
+			out[i].ID, out[i].MailboxID, out[i].UID, out[i].Size = m.ID, sess.sel.id, m.UID, m.Size
+		}
+		return out, nil
 	}
 	msgs, err := sess.acct.MessagesIn(sess.ctx, sess.sel.id, ranges)
 	if err != nil {

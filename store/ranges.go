@@ -198,6 +198,33 @@ func (a *Account) MessagesWithMeta(ctx context.Context, mailboxID int64, ranges 
 	return out, err
 }
 
+// MessageSize is a message's identity and size, what a FETCH of whole
+// bodies needs besides the bytes.
+type MessageSize struct {
+	ID   int64
+	UID  uint32
+	Size int64
+}
+
+// Sizes returns the identities and sizes of the messages of a mailbox
+// whose UIDs fall in the ranges, in UID order. A mailbox of another
+// account is ErrNotFound.
+func (a *Account) Sizes(ctx context.Context, mailboxID int64, ranges []UIDRange) ([]MessageSize, error) {
+	var out []MessageSize
+	err := a.inRanges(ctx, mailboxID, ranges, false, `SELECT uid, id, size FROM messages WHERE `, "",
+		func(rows *sql.Rows, f *rangeFilter) error {
+			var m MessageSize
+			if err := rows.Scan(&m.UID, &m.ID, &m.Size); err != nil {
+				return err
+			}
+			if f.has(m.UID) {
+				out = append(out, m)
+			}
+			return nil
+		})
+	return out, err
+}
+
 // UIDEnvelope is a message's UID with its envelope.
 type UIDEnvelope struct {
 	UID      uint32

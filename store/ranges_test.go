@@ -224,6 +224,15 @@ func TestRangesSparse(t *testing.T) {
 				t.Fatalf("MessagesWithMeta(%v)[%d] = uid %d %q", ranges, i, m.UID, m.Meta.Envelope.Subject)
 			}
 		}
+		sizes, err := acct.Sizes(ctx, inbox.ID, ranges)
+		if err != nil || len(sizes) != len(want) {
+			t.Fatalf("Sizes(%v): %d, %v; want %d", ranges, len(sizes), err, len(want))
+		}
+		for i, m := range sizes {
+			if m.UID != want[i] || m.ID != got[i].ID || m.Size != got[i].Size {
+				t.Fatalf("Sizes(%v)[%d] = %+v, message %+v", ranges, i, m, got[i])
+			}
+		}
 		envs, err := acct.Envelopes(ctx, inbox.ID, ranges)
 		if err != nil || len(envs) != len(want) {
 			t.Fatalf("Envelopes(%v): %d, %v; want %d", ranges, len(envs), err, len(want))
